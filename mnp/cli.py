@@ -4,18 +4,125 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mnp.api.errors import InvalidInput
+from mnp.api.ruleset import API_VERSION, PodRef, ruleset_object, spec_from_object
+from mnp.compiler.compile import DEFAULT_NETWORK_PLUGINS, KNOWN_NETWORK_PLUGINS, CompileOptions, compile_rulesets
+from mnp.nft.custom import parse_custom_rules
+from mnp.nft.render import CustomRules, RenderOptions, render_ruleset
+from mnp.offline import ManifestError, build_snapshot, dump, load_documents
+
+
+def _network_plugins(text: str) -> frozenset[str]:
+    plugins = frozenset(p.strip() for p in text.split(",") if p.strip())
+    if not plugins:
+        raise argparse.ArgumentTypeError("needs at least one CNI type")
+    unknown = plugins - KNOWN_NETWORK_PLUGINS
+    if unknown:
+        known = ",".join(sorted(KNOWN_NETWORK_PLUGINS))
+        raise argparse.ArgumentTypeError(f"unknown CNI type(s) {','.join(sorted(unknown))} (known: {known})")
+    return plugins
+
+
+def _add_render_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--table-name", default="mnp", help="nft table owned by mnp in each pod netns (default mnp)")
+    p.add_argument("--accept-icmp", action="store_true", help="accept all ICMP on policed interfaces")
+    p.add_argument("--accept-icmpv6", action="store_true", help="accept all ICMPv6 on policed interfaces")
+    for family in ("v4", "v6"):
+        for direction in ("ingress", "egress"):
+            p.add_argument(
+                f"--custom-{family}-{direction}-rule-file",
+                metavar="FILE",
+                help=f"nft rule statements added to every policed interface's {direction} chain ({family} only)",
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mnp", description=__doc__)
-    parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="mnp", description="MultiNetworkPolicy enforcement with nftables.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("compile", help="compile manifests into PodNetworkRulesets, offline")
+    c.add_argument("-f", "--filename", action="append", required=True, metavar="FILE_OR_DIR",
+                   help="manifests of pods, namespaces, NetworkAttachmentDefinitions and policies (- for stdin)")
+    c.add_argument("-o", "--output", choices=("yaml", "json", "nft"), default="yaml")
+    c.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
+    c.add_argument("--network-plugins", type=_network_plugins, default=DEFAULT_NETWORK_PLUGINS,
+                   help="CNI types whose networks are policed (default macvlan; known: macvlan,ipvlan,sriov)")
+    _add_render_options(c)
+
+    r = sub.add_parser("render", help="print the nft transaction the agent would apply for a ruleset")
+    r.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
+                   help="PodNetworkRuleset objects (as kubectl get -o yaml prints them; - for stdin)")
+    _add_render_options(r)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    parser.parse_args(argv)
+def _render_options(args: argparse.Namespace) -> RenderOptions:
+    custom: dict[str, tuple[str, ...]] = {}
+    for family in ("v4", "v6"):
+        for direction in ("ingress", "egress"):
+            path = getattr(args, f"custom_{family}_{direction}_rule_file")
+            if path:
+                try:
+                    text = Path(path).read_text()
+                except OSError as e:
+                    raise InvalidInput("", f"cannot read custom rule file: {e.strerror}", path) from None
+                custom[f"{family}_{direction}"] = parse_custom_rules(text, path)
+    return RenderOptions(
+        table=args.table_name,
+        accept_icmp=args.accept_icmp,
+        accept_icmpv6=args.accept_icmpv6,
+        custom=CustomRules(**custom),
+    )
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    options = _render_options(args) if args.output == "nft" else None
+    loaded = build_snapshot(load_documents(args.filename))
+    result = compile_rulesets(loaded.snapshot, CompileOptions(network_plugins=args.network_plugins))
+    diagnostics = sorted(set(loaded.diagnostics) | set(result.diagnostics))
+    for d in diagnostics:
+        where = loaded.where(d)
+        print(f"warning: {where + ': ' if where else ''}{d}", file=sys.stderr)
+    uids = {p.ref: p.uid for p in loaded.snapshot.pods}
+    if options is not None:
+        for ref, spec in result.rulesets.items():
+            sys.stdout.write(f"# {ref} (PodNetworkRuleset {API_VERSION})\n")
+            sys.stdout.write(render_ruleset(spec, options))
+    else:
+        items = [
+            ruleset_object(PodRef(ref.namespace, ref.name, uids.get(ref, spec.pod_uid)), spec)
+            for ref, spec in result.rulesets.items()
+        ]
+        sys.stdout.write(dump({"apiVersion": "v1", "kind": "List", "items": items}, args.output))
+    # Policy-level problems are warnings: the rest still compiles (DESIGN §4); --strict fails on them.
+    return 1 if args.strict and diagnostics else 0
+
+
+def run_render(args: argparse.Namespace) -> int:
+    options = _render_options(args)
+    for doc in load_documents(args.filename):
+        try:
+            spec = spec_from_object(doc.obj)
+        except InvalidInput as e:
+            raise InvalidInput(e.field, e.message, f"{doc.source}: {e.obj}" if e.obj else doc.source) from None
+        meta = doc.obj.get("metadata") or {}
+        sys.stdout.write(f"# {meta.get('namespace', '')}/{meta.get('name', '')} ({doc.source})\n")
+        sys.stdout.write(render_ruleset(spec, options))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"compile": run_compile, "render": run_render}
+    try:
+        return handlers[args.command](args)
+    except (ManifestError, InvalidInput) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

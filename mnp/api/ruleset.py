@@ -259,7 +259,7 @@ def _peer(raw: Any, path: str) -> Peer:
 def _port(raw: Any, path: str) -> PortSpec:
     m = _mapping(raw, path)
     proto = m.get("protocol")
-    if proto not in Protocol.__members__:
+    if not isinstance(proto, str) or proto not in Protocol.__members__:
         raise InvalidRuleset(f"{path}.protocol", f"{proto!r} is not one of TCP, UDP, SCTP")
     port, end = m.get("port"), m.get("endPort")
     for key, value in (("port", port), ("endPort", end)):
