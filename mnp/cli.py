@@ -82,7 +82,7 @@ def run_compile(args: argparse.Namespace) -> int:
     options = _render_options(args) if args.output == "nft" else None
     loaded = build_snapshot(load_documents(args.filename))
     result = compile_rulesets(loaded.snapshot, CompileOptions(network_plugins=args.network_plugins))
-    diagnostics = sorted(set(loaded.diagnostics) | set(result.diagnostics))
+    diagnostics = result.diagnostics
     for d in diagnostics:
         where = loaded.where(d)
         print(f"warning: {where + ': ' if where else ''}{d}", file=sys.stderr)

@@ -80,7 +80,6 @@ def load_documents(paths: Iterable[str]) -> list[Document]:
 @dataclass(frozen=True, slots=True)
 class Loaded:
     snapshot: Snapshot
-    diagnostics: tuple[Diagnostic, ...]
     sources: Mapping[tuple[str, str, str], str]  # (kind, namespace, name) → file#doc
 
     def where(self, d: Diagnostic) -> str:
@@ -93,7 +92,6 @@ _KINDS = {"MultiNetworkPolicy", "Pod", "Namespace", "NetworkAttachmentDefinition
 def build_snapshot(docs: Iterable[Document]) -> Loaded:
     """The compiler's input from manifests; other kinds are ignored. Raises ManifestError."""
     policies, pods, namespaces, networks = [], [], [], []
-    diagnostics: list[Diagnostic] = []
     sources: dict[tuple[str, str, str], str] = {}
     for doc in docs:
         kind = doc.obj["kind"]
@@ -108,19 +106,15 @@ def build_snapshot(docs: Iterable[Document]) -> Loaded:
             raise ManifestError("", f"{kind} {ObjRef(namespace, meta['name'])} is also in {sources[key]}", doc.source)
         sources[key] = doc.source
         if kind == "MultiNetworkPolicy":
-            policy, problems = parse_policy(doc.obj)
-            policies.append(policy)
-            diagnostics.extend(problems)
+            policies.append(parse_policy(doc.obj)[0])  # problems travel with the policy
         elif kind == "Pod":
-            pod, problems = parse_pod(doc.obj)
-            pods.append(pod)
-            diagnostics.extend(problems)
+            pods.append(parse_pod(doc.obj)[0])
         elif kind == "Namespace":
             namespaces.append(parse_namespace(doc.obj))
         else:
             networks.append(parse_network(doc.obj))
     snapshot = Snapshot(tuple(policies), tuple(pods), tuple(namespaces), tuple(networks))
-    return Loaded(snapshot, tuple(diagnostics), sources)
+    return Loaded(snapshot, sources)
 
 
 def dump(obj: Any, output: str) -> str:

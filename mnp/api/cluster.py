@@ -57,6 +57,7 @@ class Pod:
     # True when attachments were derived from the networks annotation because network-status was
     # unreadable: interfaces are known (so the pod stays policed) but addresses are not.
     addresses_unknown: bool = False
+    problems: tuple[Diagnostic, ...] = ()
 
     @property
     def is_peer(self) -> bool:
@@ -155,6 +156,7 @@ def parse_pod(raw: Mapping[str, Any]) -> tuple[Pod, list[Diagnostic]]:
         ports=_container_ports(spec),
         attachments=attachments,
         addresses_unknown=unknown,
+        problems=tuple(problems),
     )
     return pod, problems
 

@@ -69,6 +69,7 @@ class Policy:
     isolates_egress: bool
     ingress: tuple[PolicyRule, ...] = ()
     egress: tuple[PolicyRule, ...] = ()
+    problems: tuple[Diagnostic, ...] = ()
 
     @property
     def key(self) -> str:
@@ -145,6 +146,7 @@ def parse_policy(raw: Mapping[str, Any]) -> tuple[Policy, list[Diagnostic]]:
         isolates_egress=isolates_egress,
         ingress=ingress,
         egress=egress,
+        problems=tuple(problems.items),
     )
     return policy, problems.items
 
@@ -180,9 +182,7 @@ def _parse_rules(spec: Mapping[str, Any], key: str, peer_key: str, problems: _Pr
     rules = []
     for i, r in enumerate(raw):
         path = f"spec.{key}[{i}]"
-        if r is None:
-            r = {}
-        if not isinstance(r, Mapping):
+        if not isinstance(r, Mapping):  # a null rule too: fail closed rather than read it as "allow all"
             problems.error(path, f"expected an object, got {type(r).__name__}: the rule allows nothing")
             rules.append(PolicyRule(peers=(), ports=()))
             continue

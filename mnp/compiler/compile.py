@@ -58,7 +58,8 @@ class _PodAcc:
 
 def compile_rulesets(snapshot: Snapshot, options: CompileOptions = CompileOptions()) -> CompileResult:
     """The ruleset of every policed pod, the problems found, and what each policy selects."""
-    diagnostics: list[Diagnostic] = []
+    # Parsing problems travel with their objects; the result reports them with the compiler's own.
+    diagnostics: list[Diagnostic] = [d for o in (*snapshot.policies, *snapshot.pods) for d in o.problems]
     pods_by_ns: dict[str, list[Pod]] = defaultdict(list)
     for pod in sorted(snapshot.pods, key=lambda p: p.ref):
         pods_by_ns[pod.ref.namespace].append(pod)
