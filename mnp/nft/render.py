@@ -1,0 +1,250 @@
+"""RulesetSpec → one nft table, and the transaction that puts it in place.
+
+Pure and deterministic: equal inputs give byte-equal text (golden files, appliedHash). The shape keeps
+per-packet cost flat in the number of peers, ports, rules and policies: per isolated interface one
+hash-map lookup of exact addresses and one interval-map lookup of address ranges per family, whose
+values accept or jump to a chain shared by every address with the same allowed ports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from mnp.api.ruleset import Direction, Rule, RulesetSpec
+from mnp.nft import model, names
+from mnp.nft.custom import CustomRules
+from mnp.nft.model import ACCEPT, DROP, Chain, Element, Hook, KeyType, Map, Selector, Symbol, Table
+from mnp.nft.partition import Segment, partition, peer_ranges, segment_at, segment_key
+from mnp.nft.ports import ANY, PortSet
+
+__all__ = [
+    "CustomRules",
+    "RenderOptions",
+    "build_table",
+    "render_delete",
+    "render_ruleset",
+    "render_update",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RenderOptions:
+    table: str = "mnp"
+    accept_icmp: bool = False
+    accept_icmpv6: bool = False
+    custom: CustomRules = field(default_factory=CustomRules)
+
+
+_FAMILIES = (4, 6)
+_FULL = {4: (0, 2**32 - 1), 6: (0, 2**128 - 1)}
+_KEY_TYPE = {4: KeyType.IPV4_ADDR, 6: KeyType.IPV6_ADDR}
+# Ingress looks at who sent the packet, egress at where it goes.
+_ADDR = {
+    (Direction.INGRESS, 4): Selector.IP_SADDR,
+    (Direction.INGRESS, 6): Selector.IP6_SADDR,
+    (Direction.EGRESS, 4): Selector.IP_DADDR,
+    (Direction.EGRESS, 6): Selector.IP6_DADDR,
+}
+_HOOK = {Direction.INGRESS: Hook.INPUT, Direction.EGRESS: Hook.OUTPUT}
+_IFNAME = {Direction.INGRESS: Selector.IIFNAME, Direction.EGRESS: Selector.OIFNAME}
+_PROTO = {"TCP": Symbol.TCP, "UDP": Symbol.UDP, "SCTP": Symbol.SCTP}
+
+# Neighbour discovery must pass or the pod loses IPv6 on the interface altogether. MLD is included
+# because a snooping bridge forwards the solicited-node multicast of neighbour solicitations only to
+# ports that reported (and keep answering queries for) that group; without MLD, ND works at first and
+# then fails once the bridge's membership times out.
+_ND_TYPES = (
+    Symbol.ND_ROUTER_SOLICIT,
+    Symbol.ND_ROUTER_ADVERT,
+    Symbol.ND_NEIGHBOR_SOLICIT,
+    Symbol.ND_NEIGHBOR_ADVERT,
+    Symbol.ND_REDIRECT,
+    Symbol.MLD_LISTENER_QUERY,
+    Symbol.MLD_LISTENER_REPORT,
+    Symbol.MLD2_LISTENER_REPORT,
+)
+
+
+def _rule(*statements: model.Statement) -> model.Rule:
+    return model.Rule(statements)
+
+
+@dataclass(frozen=True, slots=True)
+class _FamilyPlan:
+    """What one family of one interface chain allows: exact addresses and a partition of ranges."""
+
+    exact: dict[int, PortSet]
+    segments: list[Segment]
+
+
+def _plan_family(rules: Iterable[Rule], version: int) -> _FamilyPlan:
+    exact: dict[int, PortSet] = {}
+    ranges: list[tuple[int, int, PortSet]] = []
+    for rule in rules:
+        ports = PortSet.of(rule.ports)
+        if ports.is_empty or rule.peers == ():
+            continue  # `[]` matches nothing (DESIGN §2)
+        if rule.peers is None:
+            ranges.append((*_FULL[version], ports))
+            continue
+        for peer in rule.peers:
+            if peer.cidr.version != version:
+                continue
+            if peer.cidr.prefixlen == peer.cidr.max_prefixlen and not peer.excepts:
+                address = int(peer.cidr.network_address)
+                exact[address] = exact[address].union(ports) if address in exact else ports
+            else:
+                ranges.extend((a, b, ports) for a, b in peer_ranges(peer))
+    segments = partition(ranges)
+    # An exact address that a range already allows at least as widely adds nothing: drop it, so
+    # the hash map holds only what the interval map does not say.
+    starts = [s.first for s in segments]
+    for address in list(exact):
+        seg = segment_at(segments, starts, address)
+        if seg is not None and seg.ports.covers(exact[address]):
+            del exact[address]
+    return _FamilyPlan(exact, segments)
+
+
+def _port_chain(name: str, ports: PortSet) -> Chain:
+    rules = []
+    if ports.ranges:
+        items = tuple(model.ProtoPorts(_PROTO[p], model.PortRange(a, b)) for p, a, b in ports.ranges)
+        rules.append(_rule(model.Match(Selector.L4PROTO_DPORT, model.AnonSet(items)), ACCEPT))
+    if ports.whole:
+        protos = tuple(_PROTO[p] for p in ports.whole)
+        rules.append(_rule(model.Match(Selector.META_L4PROTO, model.AnonSet(protos)), ACCEPT))
+    return Chain(name, tuple(rules))
+
+
+def _custom_lines(options: RenderOptions, direction: Direction) -> list[model.Rule]:
+    c = options.custom
+    v4, v6 = (c.v4_ingress, c.v6_ingress) if direction is Direction.INGRESS else (c.v4_egress, c.v6_egress)
+    return [_rule(model.Match(Selector.META_NFPROTO, Symbol.IPV4), model.Verbatim(t)) for t in v4] + [
+        _rule(model.Match(Selector.META_NFPROTO, Symbol.IPV6), model.Verbatim(t)) for t in v6
+    ]
+
+
+def _interface(
+    direction: Direction, ifname: str, rules: list[Rule], options: RenderOptions
+) -> tuple[list[Map], list[Chain]]:
+    """The maps, the interface chain and its port chains for one isolated interface."""
+    plans = {v: _plan_family(rules, v) for v in _FAMILIES}
+    classes = sorted(
+        {p for plan in plans.values() for p in [*plan.exact.values(), *(s.ports for s in plan.segments)]}
+        - {ANY}
+    )
+    chain_of = {p: names.ports_chain(direction, ifname, i) for i, p in enumerate(classes)}
+
+    def verdict(ports: PortSet) -> model.Verdict:
+        return ACCEPT if ports.is_any else model.jump(chain_of[ports])
+
+    body = [
+        _rule(model.Match(Selector.CT_STATE, model.Flags((Symbol.ESTABLISHED, Symbol.RELATED))), ACCEPT),
+        _rule(model.Match(Selector.ICMPV6_TYPE, model.AnonSet(_ND_TYPES)), ACCEPT),
+    ]
+    if options.accept_icmp:
+        body.append(_rule(model.Match(Selector.META_L4PROTO, Symbol.ICMP), ACCEPT))
+    if options.accept_icmpv6:
+        body.append(_rule(model.Match(Selector.META_L4PROTO, Symbol.IPV6_ICMP), ACCEPT))
+    body.extend(_custom_lines(options, direction))
+    maps: list[Map] = []
+    for version, plan in plans.items():
+        key_type, selector = _KEY_TYPE[version], _ADDR[direction, version]
+        if plan.exact:
+            elements = tuple(
+                Element(segment_key(version, a, a), verdict(plan.exact[a])) for a in sorted(plan.exact)
+            )
+            maps.append(Map(names.address_map(direction, ifname, version), key_type, False, elements))
+            body.append(_rule(model.MapLookup(selector, maps[-1].name)))
+        if plan.segments:
+            elements = tuple(
+                Element(segment_key(version, s.first, s.last), verdict(s.ports)) for s in plan.segments
+            )
+            maps.append(Map(names.network_map(direction, ifname, version), key_type, True, elements))
+            body.append(_rule(model.MapLookup(selector, maps[-1].name)))
+    body.append(_rule(DROP))
+    policies = sorted({r.policy for r in rules})
+    comment = ", ".join(policies) if policies else "no allow rules"
+    chains = [Chain(names.interface_chain(direction, ifname), tuple(body), comment=comment)]
+    chains.extend(_port_chain(chain_of[p], p) for p in classes)
+    return maps, chains
+
+
+def build_table(spec: RulesetSpec, options: RenderOptions = RenderOptions()) -> Table:
+    """The table enforcing `spec`; raises InvalidInput for a bad table name."""
+    names.table_name(options.table)
+    maps: list[Map] = []
+    chains: list[Chain] = []
+    for direction in Direction:
+        rules = spec.direction(direction)
+        if rules is None or not rules.isolated:
+            continue  # no isolated interface: no base chain, nothing in the packet path
+        isolated = sorted(set(rules.isolated))
+        entries = tuple((i, model.jump(names.interface_chain(direction, i))) for i in isolated)
+        base = Chain(
+            names.base_chain(direction),
+            (_rule(model.InterfaceVmap(_IFNAME[direction], entries)),),
+            hook=_HOOK[direction],
+        )
+        chains.append(base)
+        for ifname in isolated:
+            own = [r for r in rules.rules if r.interface == ifname]
+            m, c = _interface(direction, ifname, own, options)
+            maps.extend(m)
+            chains.extend(c)
+    return Table(options.table, tuple(maps), tuple(chains))
+
+
+def _header(spec: RulesetSpec) -> str:
+    policies = ", ".join(spec.policies) if spec.policies else "none"
+    return "# " + names.comment(f"mnp: pod uid {spec.pod_uid} on {spec.node}, policies: {policies}")
+
+
+def render_table_replace(table: Table, header: str = "") -> str:
+    """One transaction replacing the whole table: create if missing, delete, create in full."""
+    head = f"{header}\n" if header else ""
+    return f"{head}table inet {table.name} {{}}\ndelete table inet {table.name}\n" + model.render_table(table)
+
+
+def render_ruleset(spec: RulesetSpec, options: RenderOptions = RenderOptions()) -> str:
+    """The nft transaction the agent applies for `spec`: the whole table, replaced atomically."""
+    return render_table_replace(build_table(spec, options), _header(spec))
+
+
+def render_delete(table: str) -> str:
+    """A transaction removing the table; it succeeds whether or not the table exists."""
+    names.table_name(table)
+    return f"table inet {table} {{}}\ndelete table inet {table}\n"
+
+
+def render_update(old: Table, new: Table) -> str | None:
+    """A transaction turning `old` into `new` by map elements only; None when the structure differs.
+
+    Hash maps get `delete element` / `add element` of their difference; a changed interval map is
+    flushed and refilled, because its ranges may be cut differently. Everything is one transaction,
+    so the pod never sees a half-updated table. "" when the tables are equal.
+    """
+    if old.name != new.name or old.skeleton() != new.skeleton():
+        return None
+    out: list[str] = []
+    for before, after in zip(old.maps, new.maps, strict=True):
+        if before.elements == after.elements:
+            continue
+        where = f"inet {new.name} {after.name}"
+        if after.interval:
+            out.append(f"flush map {where}")
+            if after.elements:
+                out.append(f"add element {where} " + model.render_elements(after.elements, ""))
+            continue
+        was = {e.key: e.verdict for e in before.elements}
+        now = {e.key: e.verdict for e in after.elements}
+        gone = [e for e in before.elements if now.get(e.key) != e.verdict]
+        added = [e for e in after.elements if was.get(e.key) != e.verdict]
+        if gone:
+            keys = ", ".join(model.render_key(e.key) for e in gone)
+            out.append(f"delete element {where} {{ {keys} }}")
+        if added:
+            out.append(f"add element {where} " + model.render_elements(added, ""))
+    return "".join(line + "\n" for line in out)
