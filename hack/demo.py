@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from mnp.local.nodes.probe import probe
 
 from mnp.api.ruleset import spec_from_object
 from mnp.local.nodes.fabric import Attachment, Fabric, PodNet
-from mnp.local.nodes.probe import probe
 from mnp.nft.apply import NetnsNft
 from mnp.nft.render import RenderOptions, render_ruleset
 
@@ -54,8 +54,13 @@ def pod_manifest(name: str, net: PodNet) -> dict[str, Any]:
         },
         "spec": {
             "nodeName": f"node-{node}",
-            "containers": [{"name": "main", "image": "busybox",
-                            "ports": [{"name": port_name, "containerPort": PORTS[name], "protocol": "TCP"}]}],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "busybox",
+                    "ports": [{"name": port_name, "containerPort": PORTS[name], "protocol": "TCP"}],
+                }
+            ],
         },
         "status": {"phase": "Running"},
     }
@@ -104,13 +109,17 @@ def main() -> int:
     prefix = f"mnpdemo{os.getpid() % 100000}"
     contexts: list[NetnsNft] = []
     with Fabric(prefix, nodes=2) as fabric, tempfile.TemporaryDirectory(prefix="mnp-demo-") as tmp:
-        print(f"Two nodes and four pods as network namespaces ({prefix}-*), each pod on {NETWORK} (macvlan, real CNI plugin)")
+        print(f"Two nodes, four pods (netns {prefix}-*), each on {NETWORK}: macvlan made by the CNI plugin")
         pods = {
-            name: fabric.add_pod(name, node, [Attachment(NETWORK, "net1", (f"192.0.2.{host}/24", f"2001:db8::{host}/64"))])
+            name: fabric.add_pod(
+                name, node, [Attachment(NETWORK, "net1", (f"192.0.2.{host}/24", f"2001:db8::{host}/64"))]
+            )
             for name, (_ns, node, _labels, host, _port) in PODS.items()
         }
         manifests = Path(tmp)
-        (manifests / "pods.yaml").write_text(yaml.safe_dump_all([pod_manifest(n, p) for n, p in pods.items()], sort_keys=False))
+        (manifests / "pods.yaml").write_text(
+            yaml.safe_dump_all([pod_manifest(n, p) for n, p in pods.items()], sort_keys=False)
+        )
         for f in ("network.yaml", "policy.yaml"):
             (manifests / f).write_text((HERE / f).read_text())
         show_matrix("Connectivity before any policy (TCP to each pod's service port):", pods)
@@ -122,7 +131,9 @@ def main() -> int:
         for item in rulesets:
             spec = item["spec"]
             rules = sum(len(spec.get(d, {}).get("rules", [])) for d in ("ingress", "egress"))
-            print(f"{item['metadata']['namespace']:<8} {item['metadata']['name']:<10} {spec['node']:<8} {','.join(spec['policies']):<26} {rules}")
+            meta = item["metadata"]
+            policies = ",".join(spec["policies"])
+            print(f"{meta['namespace']:<8} {meta['name']:<10} {spec['node']:<8} {policies:<26} {rules}")
 
         options = RenderOptions()
         try:
@@ -135,7 +146,9 @@ def main() -> int:
     return 0
 
 
-def apply_and_show(rulesets: list[dict[str, Any]], pods: dict[str, PodNet], options: RenderOptions, contexts: list[NetnsNft]) -> None:
+def apply_and_show(
+    rulesets: list[dict[str, Any]], pods: dict[str, PodNet], options: RenderOptions, contexts: list[NetnsNft]
+) -> None:
     for item in rulesets:
         spec = spec_from_object(item)
         ctx = NetnsNft(pods[item["metadata"]["name"]].netns_path)

@@ -9,7 +9,12 @@ from pathlib import Path
 
 from mnp.api.errors import InvalidInput
 from mnp.api.ruleset import API_VERSION, PodRef, ruleset_object, spec_from_object
-from mnp.compiler.compile import DEFAULT_NETWORK_PLUGINS, KNOWN_NETWORK_PLUGINS, CompileOptions, compile_rulesets
+from mnp.compiler.compile import (
+    DEFAULT_NETWORK_PLUGINS,
+    KNOWN_NETWORK_PLUGINS,
+    CompileOptions,
+    compile_rulesets,
+)
 from mnp.nft.custom import parse_custom_rules
 from mnp.nft.render import CustomRules, RenderOptions, render_ruleset
 from mnp.offline import ManifestError, build_snapshot, dump, load_documents
@@ -27,7 +32,9 @@ def _network_plugins(text: str) -> frozenset[str]:
 
 
 def _add_render_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--table-name", default="mnp", help="nft table owned by mnp in each pod netns (default mnp)")
+    p.add_argument(
+        "--table-name", default="mnp", help="nft table owned by mnp in each pod netns (default mnp)"
+    )
     p.add_argument("--accept-icmp", action="store_true", help="accept all ICMP on policed interfaces")
     p.add_argument("--accept-icmpv6", action="store_true", help="accept all ICMPv6 on policed interfaces")
     for family in ("v4", "v6"):
@@ -35,7 +42,7 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
             p.add_argument(
                 f"--custom-{family}-{direction}-rule-file",
                 metavar="FILE",
-                help=f"nft rule statements added to every policed interface's {direction} chain ({family} only)",
+                help=f"nft statements added to each policed interface's {direction} chain ({family} only)",
             )
 
 
@@ -44,17 +51,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("compile", help="compile manifests into PodNetworkRulesets, offline")
-    c.add_argument("-f", "--filename", action="append", required=True, metavar="FILE_OR_DIR",
-                   help="manifests of pods, namespaces, NetworkAttachmentDefinitions and policies (- for stdin)")
+    c.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="FILE_OR_DIR",
+        help="manifests of pods, namespaces, NetworkAttachmentDefinitions and policies (- for stdin)",
+    )
     c.add_argument("-o", "--output", choices=("yaml", "json", "nft"), default="yaml")
     c.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
-    c.add_argument("--network-plugins", type=_network_plugins, default=DEFAULT_NETWORK_PLUGINS,
-                   help="CNI types whose networks are policed (default macvlan; known: macvlan,ipvlan,sriov)")
+    c.add_argument(
+        "--network-plugins",
+        type=_network_plugins,
+        default=DEFAULT_NETWORK_PLUGINS,
+        help="CNI types whose networks are policed (default macvlan; known: macvlan,ipvlan,sriov)",
+    )
     _add_render_options(c)
 
     r = sub.add_parser("render", help="print the nft transaction the agent would apply for a ruleset")
-    r.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
-                   help="PodNetworkRuleset objects (as kubectl get -o yaml prints them; - for stdin)")
+    r.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="PodNetworkRuleset objects (as kubectl get -o yaml prints them; - for stdin)",
+    )
     _add_render_options(r)
     return parser
 
@@ -107,7 +130,9 @@ def run_render(args: argparse.Namespace) -> int:
         try:
             spec = spec_from_object(doc.obj)
         except InvalidInput as e:
-            raise InvalidInput(e.field, e.message, f"{doc.source}: {e.obj}" if e.obj else doc.source) from None
+            raise InvalidInput(
+                e.field, e.message, f"{doc.source}: {e.obj}" if e.obj else doc.source
+            ) from None
         meta = doc.obj.get("metadata") or {}
         sys.stdout.write(f"# {meta.get('namespace', '')}/{meta.get('name', '')} ({doc.source})\n")
         sys.stdout.write(render_ruleset(spec, options))

@@ -48,7 +48,9 @@ def _files(paths: Iterable[str]) -> Iterator[tuple[str, str]]:
             try:
                 yield str(f), f.read_text()
             except (OSError, UnicodeDecodeError) as e:
-                raise ManifestError("", f"cannot read: {e.strerror if isinstance(e, OSError) else e}", str(f)) from None
+                raise ManifestError(
+                    "", f"cannot read: {e.strerror if isinstance(e, OSError) else e}", str(f)
+                ) from None
 
 
 def load_documents(paths: Iterable[str]) -> list[Document]:
@@ -103,7 +105,9 @@ def build_snapshot(docs: Iterable[Document]) -> Loaded:
         namespace = "" if kind == "Namespace" else str(meta.get("namespace") or "default")
         key = (kind, namespace, meta["name"])
         if key in sources:
-            raise ManifestError("", f"{kind} {ObjRef(namespace, meta['name'])} is also in {sources[key]}", doc.source)
+            raise ManifestError(
+                "", f"{kind} {ObjRef(namespace, meta['name'])} is also in {sources[key]}", doc.source
+            )
         sources[key] = doc.source
         if kind == "MultiNetworkPolicy":
             policies.append(parse_policy(doc.obj)[0])  # problems travel with the policy

@@ -61,8 +61,11 @@ class Pod:
 
     @property
     def is_peer(self) -> bool:
-        return self.phase == "Running" and not self.host_network and not self.addresses_unknown and bool(
-            self.attachments
+        return (
+            self.phase == "Running"
+            and not self.host_network
+            and not self.addresses_unknown
+            and bool(self.attachments)
         )
 
     @property
@@ -107,8 +110,11 @@ def cni_type_of(config: Any) -> str:
     if isinstance(data.get("type"), str):
         return str(data["type"])
     plugins = data.get("plugins")
-    if isinstance(plugins, list) and plugins and isinstance(plugins[0], Mapping) and isinstance(
-        plugins[0].get("type"), str
+    if (
+        isinstance(plugins, list)
+        and plugins
+        and isinstance(plugins[0], Mapping)
+        and isinstance(plugins[0].get("type"), str)
     ):
         return str(plugins[0]["type"])
     raise ValueError("spec.config has no type and no plugins[0].type")
@@ -116,7 +122,9 @@ def cni_type_of(config: Any) -> str:
 
 def parse_network(raw: Mapping[str, Any]) -> Network:
     meta = _meta(raw)
-    ref = ObjRef(str(meta.get("namespace") or "default"), str(meta.get("name") or ""), "NetworkAttachmentDefinition")
+    ref = ObjRef(
+        str(meta.get("namespace") or "default"), str(meta.get("name") or ""), "NetworkAttachmentDefinition"
+    )
     spec = raw.get("spec")
     config = spec.get("config") if isinstance(spec, Mapping) else None
     try:
@@ -161,7 +169,9 @@ def parse_pod(raw: Mapping[str, Any]) -> tuple[Pod, list[Diagnostic]]:
     return pod, problems
 
 
-def _fallback_attachments(annotations: Mapping[str, str], namespace: str) -> tuple[tuple[Attachment, ...] | None, bool]:
+def _fallback_attachments(
+    annotations: Mapping[str, str], namespace: str
+) -> tuple[tuple[Attachment, ...] | None, bool]:
     # network-status is unreadable but the pod has interfaces: keep policing them by name so a
     # broken annotation never opens a policed pod.
     try:

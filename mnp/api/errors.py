@@ -1,12 +1,12 @@
 """The mnp exception tree; callers branch on these, never on library exceptions.
 
-    MnpError
-    ├── InvalidInput          user input that cannot be understood; names object and field
-    │   └── InvalidRuleset    a PodNetworkRuleset the agent must not apply
-    ├── NftError              nftables refused or failed a transaction
-    ├── NetnsError            a network namespace could not be opened or entered
-    └── ApiError              talking to an API server failed
-        ├── NotFound, Conflict, Gone
+MnpError
+├── InvalidInput          user input that cannot be understood; names object and field
+│   └── InvalidRuleset    a PodNetworkRuleset the agent must not apply
+├── NftError              nftables refused or failed a transaction
+├── NetnsError            a network namespace could not be opened or entered
+└── ApiError              talking to an API server failed
+    ├── NotFound, Conflict, Gone
 """
 
 from __future__ import annotations

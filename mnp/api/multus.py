@@ -108,7 +108,9 @@ def _selection(entry: Any, i: int, pod_namespace: str) -> NetworkSelection:
         raise ValueError(f"[{i}] has a bad namespace or interface")
     if not isinstance(ips, list) or not all(isinstance(a, str) for a in ips):
         raise ValueError(f"[{i}].ips is not a list of strings")
-    return NetworkSelection(ObjRef(ns, entry["name"], NAD_KIND), iface, tuple(ips), mac if isinstance(mac, str) else None)
+    return NetworkSelection(
+        ObjRef(ns, entry["name"], NAD_KIND), iface, tuple(ips), mac if isinstance(mac, str) else None
+    )
 
 
 def interface_names(selections: tuple[NetworkSelection, ...]) -> tuple[str, ...]:

@@ -167,12 +167,16 @@ def _policy_types(spec: Mapping[str, Any], problems: _Problems) -> tuple[bool, b
         elif t == "Egress":
             egress_ = True
         else:
-            problems.error(f"spec.policyTypes[{i}]", f"{t!r} is not Ingress or Egress: isolating both directions")
+            problems.error(
+                f"spec.policyTypes[{i}]", f"{t!r} is not Ingress or Egress: isolating both directions"
+            )
             return True, True
     return ingress, egress_
 
 
-def _parse_rules(spec: Mapping[str, Any], key: str, peer_key: str, problems: _Problems) -> tuple[PolicyRule, ...]:
+def _parse_rules(
+    spec: Mapping[str, Any], key: str, peer_key: str, problems: _Problems
+) -> tuple[PolicyRule, ...]:
     raw = spec.get(key)
     if raw is None:
         return ()
@@ -186,11 +190,15 @@ def _parse_rules(spec: Mapping[str, Any], key: str, peer_key: str, problems: _Pr
             problems.error(path, f"expected an object, got {type(r).__name__}: the rule allows nothing")
             rules.append(PolicyRule(peers=(), ports=()))
             continue
-        rules.append(PolicyRule(peers=_parse_peers(r, path, peer_key, problems), ports=_parse_ports(r, path, problems)))
+        rules.append(
+            PolicyRule(peers=_parse_peers(r, path, peer_key, problems), ports=_parse_ports(r, path, problems))
+        )
     return tuple(rules)
 
 
-def _parse_peers(rule: Mapping[str, Any], path: str, key: str, problems: _Problems) -> tuple[PolicyPeer, ...] | None:
+def _parse_peers(
+    rule: Mapping[str, Any], path: str, key: str, problems: _Problems
+) -> tuple[PolicyPeer, ...] | None:
     raw = rule.get(key)
     if raw is None or raw == []:
         return None  # "If this field is empty or missing, this rule matches all sources/destinations"
@@ -218,10 +226,16 @@ def _parse_peer(raw: Any, path: str, problems: _Problems) -> PolicyPeer:
         return PolicyPeer(ip_block=block) if block is not None else _NOTHING
     has_pod, has_ns = raw.get("podSelector") is not None, raw.get("namespaceSelector") is not None
     if not has_pod and not has_ns:
-        problems.error(path, "a peer needs podSelector, namespaceSelector or ipBlock: the peer matches nothing")
+        problems.error(
+            path, "a peer needs podSelector, namespaceSelector or ipBlock: the peer matches nothing"
+        )
         return _NOTHING
     pod = parse_selector(raw["podSelector"], f"{path}.podSelector", problems.error) if has_pod else None
-    ns = parse_selector(raw["namespaceSelector"], f"{path}.namespaceSelector", problems.error) if has_ns else None
+    ns = (
+        parse_selector(raw["namespaceSelector"], f"{path}.namespaceSelector", problems.error)
+        if has_ns
+        else None
+    )
     if (has_pod and pod is None) or (has_ns and ns is None):
         return _NOTHING
     return PolicyPeer(pod_selector=pod, namespace_selector=ns)
@@ -315,7 +329,9 @@ def _parse_port(raw: Any, path: str, problems: _Problems) -> PolicyPort | None:
             problems.error(f"{path}.endPort", "endPort needs a numeric port: the entry allows nothing")
             return None
         if not port <= end <= 65535:
-            problems.error(f"{path}.endPort", f"{end} is below port {port} or above 65535: the entry allows nothing")
+            problems.error(
+                f"{path}.endPort", f"{end} is below port {port} or above 65535: the entry allows nothing"
+            )
             return None
         if end == port:
             end = None

@@ -182,7 +182,9 @@ def _port_to_raw(port: PortSpec) -> dict[str, Any]:
 def spec_from_raw(raw: Any, path: str = "spec") -> RulesetSpec:
     """Validate an untrusted spec; raises InvalidRuleset naming the first bad field."""
     m = _mapping(raw, path)
-    interfaces = tuple(_interface(x, f"{path}.interfaces[{i}]") for i, x in enumerate(_list(m, "interfaces", path)))
+    interfaces = tuple(
+        _interface(x, f"{path}.interfaces[{i}]") for i, x in enumerate(_list(m, "interfaces", path))
+    )
     names = [i.name for i in interfaces]
     if len(set(names)) != len(names):
         raise InvalidRuleset(f"{path}.interfaces", "interface names are not unique")

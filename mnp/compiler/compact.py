@@ -28,7 +28,10 @@ def compact_if_needed(spec: RulesetSpec, limit: int) -> tuple[RulesetSpec, str |
     size = ruleset_size(compacted)
     if size > limit:
         return compacted, f"ruleset is {size} bytes even without provenance (limit {limit})"
-    return compacted, "ruleset compacted: pod provenance dropped and addresses collapsed to fit the size limit"
+    return (
+        compacted,
+        "ruleset compacted: pod provenance dropped and addresses collapsed to fit the size limit",
+    )
 
 
 def _compact(rules: DirectionRules | None) -> DirectionRules | None:

@@ -18,7 +18,14 @@ from mnp.api.refs import Diagnostic, ObjRef, Severity
 from mnp.api.ruleset import Direction, DirectionRules, Interface, Peer, PortSpec, Rule, RulesetSpec
 from mnp.compiler.compact import compact_if_needed
 from mnp.compiler.peers import Inventory, PeerAddress, peer_sort_key, pod_addresses, resolve_peers
-from mnp.compiler.ports import canonical_ports, has_named, named_ports_on, numeric_ports, port_key, resolve_ports_on
+from mnp.compiler.ports import (
+    canonical_ports,
+    has_named,
+    named_ports_on,
+    numeric_ports,
+    port_key,
+    resolve_ports_on,
+)
 
 DEFAULT_NETWORK_PLUGINS = frozenset({"macvlan"})
 KNOWN_NETWORK_PLUGINS = frozenset({"macvlan", "ipvlan", "sriov"})
@@ -59,7 +66,8 @@ class _PodAcc:
 def compile_rulesets(snapshot: Snapshot, options: CompileOptions = CompileOptions()) -> CompileResult:
     """The ruleset of every policed pod, the problems found, and what each policy selects."""
     # Parsing problems travel with their objects; the result reports them with the compiler's own.
-    diagnostics: list[Diagnostic] = [d for o in (*snapshot.policies, *snapshot.pods) for d in o.problems]
+    diagnostics: list[Diagnostic] = [d for p in snapshot.policies for d in p.problems]
+    diagnostics += [d for pod in snapshot.pods for d in pod.problems]
     pods_by_ns: dict[str, list[Pod]] = defaultdict(list)
     for pod in sorted(snapshot.pods, key=lambda p: p.ref):
         pods_by_ns[pod.ref.namespace].append(pod)
@@ -91,9 +99,13 @@ def _usable_networks(
     for ref in policy.networks:
         nad = networks.get(ref)
         if nad is None:
-            out.append(Diagnostic(policy.ref, field, f"network {ref} does not exist: nothing is policed on it"))
+            out.append(
+                Diagnostic(policy.ref, field, f"network {ref} does not exist: nothing is policed on it")
+            )
         elif nad.cni_type is None:
-            out.append(Diagnostic(policy.ref, field, f"network {ref}: {nad.problem}: nothing is policed on it"))
+            out.append(
+                Diagnostic(policy.ref, field, f"network {ref}: {nad.problem}: nothing is policed on it")
+            )
         elif nad.cni_type not in options.network_plugins:
             allowed = ",".join(sorted(options.network_plugins))
             out.append(
@@ -130,10 +142,15 @@ def _apply_policy(
     inv: Inventory,
     accs: dict[ObjRef, _PodAcc],
 ) -> None:
-    directions = [(Direction.INGRESS, policy.isolates_ingress, policy.ingress), (Direction.EGRESS, policy.isolates_egress, policy.egress)]
+    directions = [
+        (Direction.INGRESS, policy.isolates_ingress, policy.ingress),
+        (Direction.EGRESS, policy.isolates_egress, policy.egress),
+    ]
     # Peers do not depend on the target pod: resolve them once per rule.
     resolved = {
-        d: [resolve_peers(r.peers, policy, networks, inv) for r in rules] for d, isolates, rules in directions if isolates
+        d: [resolve_peers(r.peers, policy, networks, inv) for r in rules]
+        for d, isolates, rules in directions
+        if isolates
     }
     for pod, ifaces in targets:
         acc = accs.setdefault(pod.ref, _PodAcc(pod))
@@ -173,7 +190,11 @@ def _rule_groups(
         # Any destination: numeric ports hold everywhere; a named port only on pods that define it.
         out.append((None, numeric))
         candidates: Iterable[PeerAddress] = (
-            a for n in inv.namespaces() for p in inv.pods_by_namespace.get(n, ()) if p.is_peer for a in pod_addresses(p, networks)
+            a
+            for n in inv.namespaces()
+            for p in inv.pods_by_namespace.get(n, ())
+            if p.is_peer
+            for a in pod_addresses(p, networks)
         )
         for addr in candidates:
             named = named_ports_on(rule.ports, addr.pod)
@@ -211,7 +232,9 @@ def _assemble(acc: _PodAcc) -> RulesetSpec:
         if not acc.isolated[d]:
             directions[d] = None
             continue
-        directions[d] = DirectionRules(tuple(sorted(acc.isolated[d])), tuple(sorted(acc.rules[d], key=_rule_key)))
+        directions[d] = DirectionRules(
+            tuple(sorted(acc.isolated[d])), tuple(sorted(acc.rules[d], key=_rule_key))
+        )
     return RulesetSpec(
         pod_uid=acc.pod.uid,
         node=acc.pod.node,

@@ -58,7 +58,9 @@ def resolve_peers(
     return tuple(sorted(found.values(), key=peer_sort_key))
 
 
-def _addresses(peer: PolicyPeer, policy: Policy, networks: frozenset[ObjRef], inv: Inventory) -> Iterable[PeerAddress]:
+def _addresses(
+    peer: PolicyPeer, policy: Policy, networks: frozenset[ObjRef], inv: Inventory
+) -> Iterable[PeerAddress]:
     if not peer.valid:
         return
     if peer.ip_block is not None:
@@ -71,7 +73,9 @@ def _addresses(peer: PolicyPeer, policy: Policy, networks: frozenset[ObjRef], in
         namespaces = [n for n in inv.namespaces() if ns_sel.matches(inv.labels_of_namespace(n))]
     for ns in namespaces:
         for pod in inv.pods_by_namespace.get(ns, ()):
-            if not pod.is_peer or (peer.pod_selector is not None and not peer.pod_selector.matches(pod.labels)):
+            if not pod.is_peer or (
+                peer.pod_selector is not None and not peer.pod_selector.matches(pod.labels)
+            ):
                 continue
             yield from pod_addresses(pod, networks)
 

@@ -23,7 +23,9 @@ def has_named(ports: tuple[PolicyPort, ...] | None) -> bool:
 
 def numeric_ports(ports: tuple[PolicyPort, ...]) -> tuple[PortSpec, ...]:
     """The entries that need no pod to resolve: numbers, ranges and protocol-only entries."""
-    return canonical_ports(PortSpec(p.protocol, p.port, p.end_port) for p in ports if not isinstance(p.port, str))
+    return canonical_ports(
+        PortSpec(p.protocol, p.port, p.end_port) for p in ports if not isinstance(p.port, str)
+    )
 
 
 def named_ports_on(ports: tuple[PolicyPort, ...], pod: Pod | None) -> tuple[PortSpec, ...]:
@@ -33,7 +35,11 @@ def named_ports_on(ports: tuple[PolicyPort, ...], pod: Pod | None) -> tuple[Port
     out: list[PortSpec] = []
     for p in ports:
         if isinstance(p.port, str):
-            out.extend(PortSpec(p.protocol, c.port) for c in pod.ports if c.name == p.port and c.protocol is p.protocol)
+            out.extend(
+                PortSpec(p.protocol, c.port)
+                for c in pod.ports
+                if c.name == p.port and c.protocol is p.protocol
+            )
     return canonical_ports(out)
 
 
