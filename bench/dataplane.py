@@ -36,6 +36,7 @@ from dp_report import Pair, RowResult
 from dp_traffic import Pod, Procs
 
 CLIENT_IP, SERVER_IP, REF_IP = "192.0.2.2", "192.0.2.1", "192.0.2.3"
+CLIENT_CIDR = "192.0.2.0/30"
 BIG = rulesets.Shape(peers=10_000, cidrs=1_000, policies=100)
 SETTLE_S = 1.0  # after a load, before the first sample
 CT_TROUBLE = ("insert_failed", "drop", "early_drop")
@@ -58,11 +59,12 @@ class RowSpec:
     script: Callable[[str], str] | None  # node name -> nft script for srv; None = no table
 
 
-def render_mnp(shape: rulesets.Shape) -> Callable[[str], str]:
+def render_mnp(shape: rulesets.Shape, client_cidr: str | None = None) -> Callable[[str], str]:
     def make(node: str) -> str:
         from mnp.nft.render import RenderOptions, render_ruleset
 
-        return render_ruleset(rulesets.mnp_spec(shape, SERVER_IP, CLIENT_IP, node), RenderOptions())
+        spec = rulesets.mnp_spec(shape, SERVER_IP, CLIENT_IP, node, client_cidr)
+        return render_ruleset(spec, RenderOptions())
 
     return make
 
@@ -75,6 +77,13 @@ ROWS = (
         f"mnp renderer, {BIG.peers:,} peers + {BIG.cidrs:,} CIDRs, {BIG.policies} policies",
         render_mnp(BIG),
     ),
+    # The same two with the client admitted by a CIDR (the interval-map path) instead of its address.
+    RowSpec(
+        "mnp-1-cidr",
+        f"as mnp-1, client via CIDR {CLIENT_CIDR}",
+        render_mnp(rulesets.Shape(1, 1, 1), CLIENT_CIDR),
+    ),
+    RowSpec("mnp-big-cidr", f"as mnp-big, client via CIDR {CLIENT_CIDR}", render_mnp(BIG, CLIENT_CIDR)),
     RowSpec(
         "linear-1k",
         "1,000 rules `ip saddr X accept` after ct",
@@ -93,31 +102,24 @@ ROWS = (
 
 @contextlib.contextmanager
 def open_pods(prefix: str) -> Iterator[tuple[Pod, Pod, Pod, str]]:
-    """Client pod on node 1, srv and ref on node 2, each with net1 on one macvlan network."""
+    """Client pod on node 1, srv and ref on node 2, each with net1 on one macvlan network (real CNI)."""
     from mnp.local.nodes.fabric import Attachment, Fabric
 
     with Fabric(prefix, nodes=2) as fabric:
-        nodes = fabric_node_names(fabric)
         pods = []
-        for name, node, ip in (
-            ("cli", nodes[0], CLIENT_IP),
-            ("srv", nodes[1], SERVER_IP),
-            ("ref", nodes[1], REF_IP),
-        ):
+        for name, node, ip in (("cli", 1, CLIENT_IP), ("srv", 2, SERVER_IP), ("ref", 2, REF_IP)):
             att = Attachment(network=rulesets.NETWORK, ifname=rulesets.IFNAME, addresses=(f"{ip}/24",))
             net = fabric.add_pod(name, node, [att])
-            netns = str(net.netns_path)
-            pods.append(Pod(name, netns, rulesets.IFNAME, ip, traffic.link_mac(netns, rulesets.IFNAME)))
-        yield pods[0], pods[1], pods[2], nodes[1]
-
-
-def fabric_node_names(fabric: Any) -> list[str]:
-    nodes = getattr(fabric, "nodes", None)
-    if isinstance(nodes, dict):
-        return list(nodes)
-    if isinstance(nodes, list | tuple) and nodes:
-        return [str(getattr(n, "name", n)) for n in nodes]
-    return ["node-1", "node-2"]
+            pods.append(
+                Pod(
+                    name,
+                    net.netns_path,
+                    rulesets.IFNAME,
+                    ip,
+                    traffic.link_mac(net.netns_path, rulesets.IFNAME),
+                )
+            )
+        yield pods[0], pods[1], pods[2], "node-2"
 
 
 class Tables:
@@ -347,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.UTC)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     procs = Procs()
     workdir = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
     try:

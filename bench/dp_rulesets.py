@@ -53,14 +53,21 @@ def decoy_cidrs(n: int) -> list[str]:
     return [f"{ipaddress.IPv4Address(_CIDR_BASE + 16 * k)}/28" for k in range(n)]
 
 
-def mnp_spec(shape: Shape, server_ip: str, client_ip: str, node: str) -> RulesetSpec:
-    """A ruleset with `shape.peers` exact peers (the client last) and CIDRs spread over the policies.
+def mnp_spec(
+    shape: Shape, server_ip: str, client_ip: str, node: str, client_cidr: str | None = None
+) -> RulesetSpec:
+    """A ruleset with `shape.peers` exact peers and `shape.cidrs` CIDRs spread over the policies.
 
     Every policy has one ingress rule on net1 with its share of decoys and one of three realistic port
-    groups; the last policy also allows the probe ports, and its last peer is the client.
+    groups; the last policy also allows the probe ports, and its last peer admits the client: the
+    client's own address, or `client_cidr` (then the client is only found by the range lookup).
     """
-    exact = decoy_addresses(shape.peers - 1) + [client_ip]
-    cidrs = decoy_cidrs(shape.cidrs)
+    if client_cidr is None:
+        exact, cidrs = decoy_addresses(shape.peers - 1), decoy_cidrs(shape.cidrs)
+        client: dict[str, Any] = {"cidr": f"{client_ip}/32", "pod": f"{NAMESPACE}/client"}
+    else:
+        exact, cidrs = decoy_addresses(shape.peers), decoy_cidrs(shape.cidrs - 1)
+        client = {"cidr": client_cidr}
     names = [f"{NAMESPACE}/allow-{i:03d}" for i in range(shape.policies)]
     rules = []
     for i, name in enumerate(names):
@@ -70,6 +77,8 @@ def mnp_spec(shape: Shape, server_ip: str, client_ip: str, node: str) -> Ruleset
         mine = enumerate(exact[lo_e:hi_e], lo_e)
         peers += [{"cidr": f"{a}/32", "pod": f"{NAMESPACE}/peer-{k}"} for k, a in mine]
         last = i == shape.policies - 1
+        if last:
+            peers.append(client)
         ports = _PROBE_PORTS if last else _DECOY_PORTS[i % len(_DECOY_PORTS)]
         rules.append({"policy": name, "rule": 0, "interface": IFNAME, "peers": peers, "ports": ports})
     raw = {
