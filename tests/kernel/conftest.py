@@ -1,0 +1,22 @@
+"""Kernel test fixtures: fabrics of real netns with pods attached by the real macvlan CNI plugin.
+
+Every name carries a `mnpt<pid>...` prefix (see tests/conftest.py) and every fixture removes what
+it made, also when the test fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from kernel_plan import assert_no_netns
+
+from mnp.local.nodes.fabric import Fabric
+
+
+@pytest.fixture
+def fabric(unique_prefix: str) -> Iterator[Fabric]:
+    """A two-node fabric for one test; gone afterwards, whatever the test did."""
+    with Fabric(unique_prefix, nodes=2) as f:
+        yield f
+    assert_no_netns(unique_prefix)
