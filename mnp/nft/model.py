@@ -23,7 +23,7 @@ _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,127}$")
 
 
 def _ident(name: str) -> str:
-    if not _IDENT.match(name):
+    if not _IDENT.fullmatch(name):
         raise ValueError(f"{name!r} is not an nft identifier")
     return name
 

@@ -28,7 +28,7 @@ _HASH_LEN = 6
 
 def table_name(name: str) -> str:
     """`name` if it is a valid table name; raises InvalidInput otherwise."""
-    if not _TABLE.match(name):
+    if not _TABLE.fullmatch(name):
         raise InvalidInput("table", f"{name!r} is not a table name (a letter, then 0-31 of A-Z a-z 0-9 _)")
     return name
 
@@ -39,7 +39,7 @@ def interface_token(ifname: str) -> str:
     A name of letters, digits and `_` is used as is; any other name is sanitised (`_` for each other
     character) and gets `-` plus a short hash of the original, so `net.1`, `net-1` and `net_1` stay apart.
     """
-    if _PLAIN_IFNAME.match(ifname):
+    if _PLAIN_IFNAME.fullmatch(ifname):
         return ifname
     digest = hashlib.sha256(ifname.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_LEN]
     cleaned = re.sub(r"[^A-Za-z0-9_]", "_", ifname)[:15] or "_"
@@ -48,7 +48,7 @@ def interface_token(ifname: str) -> str:
 
 def ifname_literal(ifname: str) -> str:
     """The quoted interface name for `iifname`/`oifname` matches; raises InvalidInput on anything else."""
-    if not _IFNAME_LITERAL.match(ifname) or ifname in (".", ".."):
+    if not _IFNAME_LITERAL.fullmatch(ifname) or ifname in (".", ".."):
         raise InvalidInput("interface", f"{ifname!r} is not an interface name")
     return f'"{ifname}"'
 
