@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from mnp.api.errors import InvalidRuleset
+from mnp.api.policy import parse_policy
 from mnp.api.ruleset import (
     PodRef,
     is_valid_ifname,
@@ -558,6 +559,17 @@ def test_stored_emulation_prunes_unknown_fields_and_nulls_and_keeps_empty_lists(
     rule.update(peers=[], ports=None, bogus=1)
     out = stored(schema, obj)["spec"]["ingress"]["rules"][0]
     assert out["peers"] == [] and "ports" not in out and "bogus" not in out
+
+
+@pytest.mark.parametrize(("name", "obj"), MNP_SAMPLES, ids=[n for n, _ in MNP_SAMPLES])
+def test_sample_policy_is_understood_by_mnp_unless_meant_to_be_invalid(
+    name: str, obj: dict[str, Any]
+) -> None:
+    _, problems = parse_policy(obj)
+    if "invalid" in name:
+        assert problems and all(p.field.startswith("spec.") for p in problems), problems
+    else:
+        assert problems == []
 
 
 @pytest.mark.parametrize(("name", "obj"), PNR_SAMPLES, ids=[n for n, _ in PNR_SAMPLES])
