@@ -58,3 +58,65 @@ def on_a(host: int, v4: bool = True, v6: bool = True, ifname: str = "net1") -> A
 def on_b(host: int, v4: bool = True, v6: bool = True, ifname: str = "net2") -> Attachment:
     addrs = ((f"{b4(host)}/24",) if v4 else ()) + ((f"{b6(host)}/64",) if v6 else ())
     return Attachment(NET_B, ifname, addrs)
+
+
+def rule(
+    iface: str = "net1",
+    peers: list[str | dict[str, object]] | None = None,
+    ports: list[dict[str, object]] | None = None,
+    policy: str = "default/p",
+    index: int = 0,
+) -> dict[str, object]:
+    """One ruleset rule in wire form; a peer given as a string is a bare CIDR."""
+    out: dict[str, object] = {"policy": policy, "rule": index, "interface": iface}
+    if peers is not None:
+        out["peers"] = [{"cidr": p} if isinstance(p, str) else p for p in peers]
+    if ports is not None:
+        out["ports"] = ports
+    return out
+
+
+def tcp(port: int | None = None, end: int | None = None) -> dict[str, object]:
+    return _port("TCP", port, end)
+
+
+def udp(port: int | None = None, end: int | None = None) -> dict[str, object]:
+    return _port("UDP", port, end)
+
+
+def sctp(port: int | None = None, end: int | None = None) -> dict[str, object]:
+    return _port("SCTP", port, end)
+
+
+def _port(proto: str, port: int | None, end: int | None) -> dict[str, object]:
+    out: dict[str, object] = {"protocol": proto}
+    if port is not None:
+        out["port"] = port
+    if end is not None:
+        out["endPort"] = end
+    return out
+
+
+def ruleset_raw(
+    network_status: list[dict[str, object]],
+    ingress: tuple[list[str], list[dict[str, object]]] | None = None,
+    egress: tuple[list[str], list[dict[str, object]]] | None = None,
+    node: str = "node-1",
+) -> dict[str, object]:
+    """A PodNetworkRuleset spec (wire form) for a pod with this network-status.
+
+    `ingress`/`egress` are (isolated interfaces, rules); None omits the direction.
+    """
+    raw: dict[str, object] = {
+        "podUID": "uid-kernel-test",
+        "node": node,
+        "policies": ["default/p"],
+        "interfaces": [
+            {"name": e["interface"], "network": e["name"], "ips": list(e["ips"])}  # type: ignore[call-overload]
+            for e in network_status
+        ],
+    }
+    for key, value in (("ingress", ingress), ("egress", egress)):
+        if value is not None:
+            raw[key] = {"isolated": list(value[0]), "rules": list(value[1])}
+    return raw
