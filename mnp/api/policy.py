@@ -103,8 +103,8 @@ def parse_policy_for(value: Any, namespace: str, problems: _Problems) -> tuple[O
     for i, entry in enumerate(value.split(",")):
         entry = entry.strip()
         parts = entry.split("/")
-        ok = (len(parts) == 1 and _DNS_SUBDOMAIN.match(parts[0])) or (
-            len(parts) == 2 and _DNS_LABEL.match(parts[0]) and _DNS_SUBDOMAIN.match(parts[1])
+        ok = (len(parts) == 1 and _DNS_SUBDOMAIN.fullmatch(parts[0])) or (
+            len(parts) == 2 and _DNS_LABEL.fullmatch(parts[0]) and _DNS_SUBDOMAIN.fullmatch(parts[1])
         )
         if not ok:
             problems.error(f"{field}[{i}]", f"{entry!r} is not a network name or namespace/name")
@@ -318,7 +318,7 @@ def _parse_port(raw: Any, path: str, problems: _Problems) -> PolicyPort | None:
     if isinstance(port, int) and not 1 <= port <= 65535:
         problems.error(f"{path}.port", f"{port} is not in 1-65535: the entry allows nothing")
         return None
-    if isinstance(port, str) and not _PORT_NAME.match(port):
+    if isinstance(port, str) and not _PORT_NAME.fullmatch(port):
         problems.error(f"{path}.port", f"{port!r} is not a valid port name: the entry allows nothing")
         return None
     if end is not None:

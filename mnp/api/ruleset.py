@@ -35,6 +35,8 @@ _DNS = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
 _NSNAME = re.compile(rf"^{_DNS}/{_DNS}$")
 _NODE = re.compile(rf"^{_DNS}$")
 _UID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_CIDR = re.compile(r"[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}")
+_ADDRESS = re.compile(r"[0-9A-Fa-f:.]{2,45}")
 
 
 class Protocol(StrEnum):
@@ -49,7 +51,7 @@ class Direction(StrEnum):
 
 
 def is_valid_ifname(name: str) -> bool:
-    return bool(_IFNAME.match(name)) and name not in (".", "..")
+    return bool(_IFNAME.fullmatch(name)) and name not in (".", "..")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -189,6 +191,8 @@ def spec_from_raw(raw: Any, path: str = "spec") -> RulesetSpec:
     if len(set(names)) != len(names):
         raise InvalidRuleset(f"{path}.interfaces", "interface names are not unique")
     policies = tuple(_nsname(p, f"{path}.policies[{i}]") for i, p in enumerate(_list(m, "policies", path)))
+    if len(set(policies)) != len(policies):
+        raise InvalidRuleset(f"{path}.policies", "policy references are not unique")
     compacted = m.get("compacted", False)
     if not isinstance(compacted, bool):
         raise InvalidRuleset(f"{path}.compacted", f"{compacted!r} is not a boolean")
@@ -230,6 +234,10 @@ def _rule(raw: Any, path: str) -> Rule:
     index = m.get("rule")
     if not isinstance(index, int) or isinstance(index, bool) or index < 0:
         raise InvalidRuleset(f"{path}.rule", f"{index!r} is not a rule index")
+    for key in ("peers", "ports"):
+        if key in m and m[key] is None:
+            # An API server drops the null (meaning "any"); a file may carry it. Refuse to guess.
+            raise InvalidRuleset(f"{path}.{key}", "null is ambiguous: omit the field for any, [] for nothing")
     peers = None
     if "peers" in m:
         peers = tuple(_peer(x, f"{path}.peers[{i}]") for i, x in enumerate(_list(m, "peers", path)))
@@ -278,7 +286,9 @@ def _interface(raw: Any, path: str) -> Interface:
     ips = []
     for i, a in enumerate(_list(m, "ips", path)):
         try:
-            ips.append(ipaddress.ip_address(a if isinstance(a, str) else ""))
+            if not isinstance(a, str) or not _ADDRESS.fullmatch(a):
+                raise ValueError(a)  # no scope ids (fe80::1%net1): nft cannot express them
+            ips.append(ipaddress.ip_address(a))
         except ValueError:
             raise InvalidRuleset(f"{path}.ips[{i}]", f"{a!r} is not an IP address") from None
     return Interface(
@@ -289,8 +299,8 @@ def _interface(raw: Any, path: str) -> Interface:
 
 
 def _network(raw: Any, path: str) -> IPNetwork:
-    if not isinstance(raw, str):
-        raise InvalidRuleset(path, f"{raw!r} is not a CIDR")
+    if not isinstance(raw, str) or not _CIDR.fullmatch(raw):
+        raise InvalidRuleset(path, f"{raw!r} is not a CIDR (address/prefix length)")
     try:
         return ipaddress.ip_network(raw, strict=True)
     except ValueError:
@@ -308,7 +318,7 @@ def _nsname(raw: Any, path: str) -> str:
 
 
 def _match(raw: Any, pattern: re.Pattern[str], path: str, what: str) -> str:
-    if not isinstance(raw, str) or not pattern.match(raw):
+    if not isinstance(raw, str) or not pattern.fullmatch(raw):
         raise InvalidRuleset(path, f"{raw!r} is not {what}")
     return raw
 

@@ -800,10 +800,6 @@ def test_cidr_pattern_accepts_every_canonical_cidr(text: str) -> None:
     assert _pattern("spec.interfaces[].ips[]").match(text.partition("/")[0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mnp.api.ruleset reads peers: null as [] (nothing); the API server drops the null (any)",
-)
 def test_a_null_peers_list_means_what_the_api_server_stores() -> None:
     obj = _base()
     _rule(obj)["peers"] = None
@@ -820,10 +816,6 @@ def test_a_null_peers_list_means_what_the_api_server_stores() -> None:
         lambda o: _rule(o).update(policy="default/web-policy\n"),
     ],
     ids=["interface", "node", "podUID", "policy"],
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="mnp.api.ruleset matches with re.match and '$', which also matches before a final newline",
 )
 def test_a_trailing_newline_is_refused_by_both_the_crd_schema_and_the_agent(mutate: Mutation) -> None:
     obj = _base()
