@@ -84,14 +84,11 @@ def segment_at(segments: Sequence[Segment], starts: Sequence[int], address: int)
 
 def segment_key(version: int, first: int, last: int) -> Key:
     """The element key for first..last: an address, a prefix, or a range when it is not one prefix."""
-    lo: IPAddress
-    hi: IPAddress
-    if version == 4:
-        lo, hi = ipaddress.IPv4Address(first), ipaddress.IPv4Address(last)
-    else:
-        lo, hi = ipaddress.IPv6Address(first), ipaddress.IPv6Address(last)
+    make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    lo: IPAddress = make(first)
     if first == last:
         return lo
+    hi: IPAddress = make(last)
     # (last - first + 1) is a power of two and first is aligned to it: exactly one prefix.
     size = last - first + 1
     if size & (size - 1) == 0 and first % size == 0:

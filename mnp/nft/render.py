@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from mnp.api.ruleset import Direction, Rule, RulesetSpec
+from mnp.api.ruleset import Direction, IPAddress, Rule, RulesetSpec
 from mnp.nft import model, names
 from mnp.nft.custom import CustomRules
 from mnp.nft.model import ACCEPT, DROP, Chain, Element, Hook, KeyType, Map, Selector, Symbol, Table
@@ -76,10 +76,12 @@ class _FamilyPlan:
 
     exact: dict[int, PortSet]
     segments: list[Segment]
+    addresses: dict[int, IPAddress]  # the peers' own address objects, reused as element keys
 
 
 def _plan_family(rules: Iterable[Rule], version: int) -> _FamilyPlan:
     exact: dict[int, PortSet] = {}
+    addresses: dict[int, IPAddress] = {}
     ranges: list[tuple[int, int, PortSet]] = []
     for rule in rules:
         ports = PortSet.of(rule.ports)
@@ -93,7 +95,11 @@ def _plan_family(rules: Iterable[Rule], version: int) -> _FamilyPlan:
                 continue
             if peer.cidr.prefixlen == peer.cidr.max_prefixlen and not peer.excepts:
                 address = int(peer.cidr.network_address)
-                exact[address] = exact[address].union(ports) if address in exact else ports
+                if address in exact:
+                    exact[address] = exact[address].union(ports)
+                else:
+                    exact[address] = ports
+                    addresses[address] = peer.cidr.network_address
             else:
                 ranges.extend((a, b, ports) for a, b in peer_ranges(peer))
     segments = partition(ranges)
@@ -104,7 +110,7 @@ def _plan_family(rules: Iterable[Rule], version: int) -> _FamilyPlan:
         seg = segment_at(segments, starts, address)
         if seg is not None and seg.ports.covers(exact[address]):
             del exact[address]
-    return _FamilyPlan(exact, segments)
+    return _FamilyPlan(exact, segments, addresses)
 
 
 def _port_chain(name: str, ports: PortSet) -> Chain:
@@ -136,9 +142,11 @@ def _interface(
         - {ANY}
     )
     chain_of = {p: names.ports_chain(direction, ifname, i) for i, p in enumerate(classes)}
-
-    def verdict(ports: PortSet) -> model.Verdict:
-        return ACCEPT if ports.is_any else model.jump(chain_of[ports])
+    # One verdict object per class, shared by all its elements: 50k peers are 50k elements, not 50k
+    # verdicts to build and validate.
+    verdicts = {p: model.jump(chain_of[p]) for p in classes}
+    verdicts[ANY] = ACCEPT
+    verdict = verdicts.__getitem__
 
     body = [
         _rule(model.Match(Selector.CT_STATE, model.Flags((Symbol.ESTABLISHED, Symbol.RELATED))), ACCEPT),
@@ -153,9 +161,7 @@ def _interface(
     for version, plan in plans.items():
         key_type, selector = _KEY_TYPE[version], _ADDR[direction, version]
         if plan.exact:
-            elements = tuple(
-                Element(segment_key(version, a, a), verdict(plan.exact[a])) for a in sorted(plan.exact)
-            )
+            elements = tuple(Element(plan.addresses[a], verdict(plan.exact[a])) for a in sorted(plan.exact))
             maps.append(Map(names.address_map(direction, ifname, version), key_type, False, elements))
             body.append(_rule(model.MapLookup(selector, maps[-1].name)))
         if plan.segments:
@@ -238,10 +244,10 @@ def render_update(old: Table, new: Table) -> str | None:
             if after.elements:
                 out.append(f"add element {where} " + model.render_elements(after.elements, ""))
             continue
-        was = {e.key: e.verdict for e in before.elements}
-        now = {e.key: e.verdict for e in after.elements}
-        gone = [e for e in before.elements if now.get(e.key) != e.verdict]
-        added = [e for e in after.elements if was.get(e.key) != e.verdict]
+        # An element whose verdict changed is in both lists: deleted, then added with its new value.
+        was, now = set(before.elements), set(after.elements)
+        gone = [e for e in before.elements if e not in now]
+        added = [e for e in after.elements if e not in was]
         if gone:
             keys = ", ".join(model.render_key(e.key) for e in gone)
             out.append(f"delete element {where} {{ {keys} }}")
