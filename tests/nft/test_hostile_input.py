@@ -82,11 +82,6 @@ NEWLINES = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mnp/api/ruleset.py validates with re.match and `$`, which accepts one trailing newline; "
-    "it needs fullmatch (reported to the owner of mnp/api)",
-)
 @pytest.mark.parametrize(("where", "value", "field"), NEWLINES, ids=[w for w, _, _ in NEWLINES])
 def test_newline_in_a_name_is_refused_naming_its_field(where: str, value: Any, field: str) -> None:
     raw = _with(where, value)
