@@ -377,3 +377,43 @@ def test_real_packets_get_the_verdict_the_ruleset_gives(netns: str, other_netns:
     finally:
         server.kill()
         server.wait()
+
+
+def test_open_context_pins_the_netns_and_close_releases_it(unique_prefix: str, other_netns: str) -> None:
+    pod = f"{unique_prefix}-p"
+    _sh("ip", "netns", "add", pod)
+    try:
+        # A veth pair across the two netns: its peer lives exactly as long as the pod netns does.
+        _sh(
+            "ip",
+            "link",
+            "add",
+            "net1",
+            "netns",
+            pod,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth1",
+            "netns",
+            Path(other_netns).name,
+        )
+        ctx = NetnsNft(f"/run/netns/{pod}")
+    finally:
+        _sh("ip", "netns", "del", pod, check=False)
+
+    def peer_exists() -> bool:
+        return (
+            _sh("nsenter", f"--net={other_netns}", "ip", "link", "show", "eth1", check=False).returncode == 0
+        )
+
+    try:
+        time.sleep(0.5)
+        assert peer_exists(), "the netns should still be alive while the context is open"
+    finally:
+        ctx.close()
+    deadline = time.monotonic() + 10
+    while peer_exists():
+        assert time.monotonic() < deadline, "closing the context should let the netns go"
+        time.sleep(0.05)
