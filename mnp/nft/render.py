@@ -9,7 +9,7 @@ values accept or jump to a chain shared by every address with the same allowed p
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mnp.api.ruleset import Direction, IPAddress, Rule, RulesetSpec
 from mnp.nft import model, names
@@ -33,7 +33,7 @@ class RenderOptions:
     table: str = "mnp"
     accept_icmp: bool = False
     accept_icmpv6: bool = False
-    custom: CustomRules = field(default_factory=CustomRules)
+    custom: CustomRules = CustomRules()
 
 
 _FAMILIES = (4, 6)
