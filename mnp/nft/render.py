@@ -236,21 +236,28 @@ def render_update(old: Table, new: Table) -> str | None:
         return None
     out: list[str] = []
     for before, after in zip(old.maps, new.maps, strict=True):
-        if before.elements == after.elements:
-            continue
         where = f"inet {new.name} {after.name}"
         if after.interval:
-            out.append(f"flush map {where}")
-            if after.elements:
-                out.append(f"add element {where} " + model.render_elements(after.elements, ""))
+            if before.elements != after.elements:
+                out.append(f"flush map {where}")
+                if after.elements:
+                    out.append(f"add element {where} " + model.render_elements(after.elements, ""))
             continue
+        # Compared as plain tuples: hashing 50k ipaddress and dataclass objects costs several times more.
+        ids_before, ids_after = _element_ids(before), _element_ids(after)
+        if ids_before == ids_after:
+            continue
+        was, now = set(ids_before), set(ids_after)
         # An element whose verdict changed is in both lists: deleted, then added with its new value.
-        was, now = set(before.elements), set(after.elements)
-        gone = [e for e in before.elements if e not in now]
-        added = [e for e in after.elements if e not in was]
+        gone = [e for e, i in zip(before.elements, ids_before, strict=True) if i not in now]
+        added = [e for e, i in zip(after.elements, ids_after, strict=True) if i not in was]
         if gone:
             keys = ", ".join(model.render_key(e.key) for e in gone)
             out.append(f"delete element {where} {{ {keys} }}")
         if added:
             out.append(f"add element {where} " + model.render_elements(added, ""))
     return "".join(line + "\n" for line in out)
+
+
+def _element_ids(m: Map) -> list[tuple[int, int, str, str]]:
+    return [(*model.key_bounds(e.key), e.verdict.kind, e.verdict.target) for e in m.elements]
