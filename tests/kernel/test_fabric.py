@@ -11,7 +11,7 @@ import pytest
 from kernel_plan import NET_A, NET_B, a4, a6, assert_no_netns, b4, b6, on_a, on_b
 
 from mnp.local.nodes.cni import CniError, cni_add, cni_del
-from mnp.local.nodes.fabric import Attachment, Fabric
+from mnp.local.nodes.fabric import Attachment, Fabric, remove_leftovers
 from mnp.local.nodes.netns import get_sysctl, run_in_netns
 from mnp.local.nodes.probe import Listener, Probe, Target, connectivity_matrix, ping, probe, probe_all
 
@@ -206,3 +206,17 @@ def test_probes_tell_allowed_from_unreachable_and_leave_nothing_running(fabric: 
         ["pgrep", "-P", str(os.getpid())], capture_output=True, text=True
     ).stdout.split()
     assert children == []
+
+
+def test_leftovers_of_a_crashed_fabric_are_found_and_removed(unique_prefix: str) -> None:
+    fabric = Fabric(unique_prefix, nodes=2)
+    try:
+        fabric.add_pod("a", 1, [on_a(5)])
+        fabric.add_pod("c", 2, [on_a(7)])
+        # The process "crashes": nothing is closed. A later run cleans up by prefix alone.
+        removed = remove_leftovers(unique_prefix)
+        assert removed[-3:] == [f"{unique_prefix}-n1", f"{unique_prefix}-n2", f"{unique_prefix}-fab"]
+        assert sorted(removed[:2]) == [f"{unique_prefix}-a", f"{unique_prefix}-c"]
+        assert_no_netns(unique_prefix)
+    finally:
+        fabric.close()

@@ -9,6 +9,7 @@ plugin (static IPAM, master eth0) run inside its node netns. Nothing touches the
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,15 @@ from typing import Any
 
 from mnp.api.errors import NetnsError
 from mnp.local.nodes.cni import CniError, cni_add, cni_del, network_status_entry
-from mnp.local.nodes.netns import POD_SYSCTLS, create_netns, delete_netns, netns_path, set_sysctls
+from mnp.local.nodes.netns import (
+    POD_SYSCTLS,
+    create_netns,
+    delete_netns,
+    list_netns,
+    netns_exists,
+    netns_path,
+    set_sysctls,
+)
 
 POD_NAMESPACE = "default"
 
@@ -145,7 +154,9 @@ class Fabric:
         if pod is None:
             return
         errors: list[Exception] = []
-        for att in reversed(pod.attachments):
+        # Without its node netns there is nowhere to run the plugin, and nothing left to undo there.
+        node_alive = netns_exists(self.node_netns(pod.node))
+        for att in reversed(pod.attachments if node_alive else ()):
             try:
                 cni_del(
                     macvlan_config(att),
@@ -213,10 +224,25 @@ class Fabric:
         }
 
 
+def remove_leftovers(prefix: str) -> list[str]:
+    """Delete every netns a Fabric with `prefix` may have left after a crash; returns their names.
+
+    Pods go first, then nodes, then the fabric, so macvlan links never outlive their master. No CNI
+    DEL is run: static IPAM keeps no state, and the links go with their namespaces.
+    """
+    fab = f"{prefix}-fab"
+    names = list_netns(prefix + "-")
+    node = re.compile(rf"^{re.escape(prefix)}-n[0-9]+$")
+    order = sorted(names, key=lambda n: (n == fab, bool(node.match(n)), n))
+    for name in order:
+        delete_netns(name)
+    return order
+
+
 def _ip(netns: str, *args: str) -> None:
     proc = subprocess.run(["ip", "-n", netns, *args], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise NetnsError(f"ip -n {netns} {' '.join(args)}: {proc.stderr.strip()}")
 
 
-__all__ = ["Attachment", "Fabric", "POD_NAMESPACE", "PodNet", "macvlan_config"]
+__all__ = ["Attachment", "Fabric", "POD_NAMESPACE", "PodNet", "macvlan_config", "remove_leftovers"]
