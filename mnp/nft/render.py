@@ -113,6 +113,18 @@ def _plan_family(rules: Iterable[Rule], version: int) -> _FamilyPlan:
     return _FamilyPlan(exact, segments, addresses)
 
 
+def hash_map_size(elements: int) -> int:
+    """The declared size of a hash map: a power of two with room to double, at least 64.
+
+    Room to grow keeps one-peer changes incremental (the size is part of the structure, so a new
+    size means a full replace); powers of two keep the size stable over wide ranges of peer counts.
+    """
+    size = 64
+    while size < 2 * elements:
+        size *= 2
+    return size
+
+
 def _port_chain(name: str, ports: PortSet) -> Chain:
     rules = []
     if ports.ranges:
@@ -162,7 +174,8 @@ def _interface(
         key_type, selector = _KEY_TYPE[version], _ADDR[direction, version]
         if plan.exact:
             elements = tuple(Element(plan.addresses[a], verdict(plan.exact[a])) for a in sorted(plan.exact))
-            maps.append(Map(names.address_map(direction, ifname, version), key_type, False, elements))
+            name = names.address_map(direction, ifname, version)
+            maps.append(Map(name, key_type, False, elements, size=hash_map_size(len(elements))))
             body.append(_rule(model.MapLookup(selector, maps[-1].name)))
         if plan.segments:
             elements = tuple(

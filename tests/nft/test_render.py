@@ -188,3 +188,25 @@ def test_structure_change_asks_for_a_full_replace() -> None:
 
 def test_equal_tables_need_no_update() -> None:
     assert render_update(_peers_table(["192.0.2.1"]), _peers_table(["192.0.2.1"])) == ""
+
+
+def test_hash_maps_declare_a_power_of_two_size_with_room_to_double() -> None:
+    from mnp.nft.render import hash_map_size
+
+    assert [hash_map_size(n) for n in (0, 1, 32, 33, 1000, 50000)] == [64, 64, 64, 128, 2048, 131072]
+    table = _peers_table([f"192.0.2.{i}" for i in range(1, 40)])
+    assert [(m.name, m.size) for m in table.maps] == [("ingress-net1-v4-addr", 128)]
+
+
+def test_growing_past_the_declared_size_asks_for_a_full_replace() -> None:
+    at_limit = _peers_table([f"192.0.2.{i}" for i in range(1, 33)])  # 32 addresses: size 64
+    one_more = _peers_table([f"192.0.2.{i}" for i in range(1, 34)])  # 33: size 128
+    assert render_update(at_limit, one_more) is None
+
+
+def test_a_map_cannot_hold_more_than_its_size() -> None:
+    import ipaddress
+
+    elements = tuple(model.Element(ipaddress.IPv4Address(i), model.ACCEPT) for i in range(3))
+    with pytest.raises(ValueError, match="exceed size"):
+        model.Map("m", model.KeyType.IPV4_ADDR, False, elements, size=2)
