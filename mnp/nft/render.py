@@ -256,14 +256,14 @@ def render_update(old: Table, new: Table) -> str | None:
                 if after.elements:
                     out.append(f"add element {where} " + model.render_elements(after.elements, ""))
             continue
-        # Compared as plain tuples: hashing 50k ipaddress and dataclass objects costs several times more.
-        ids_before, ids_after = _element_ids(before), _element_ids(after)
-        if ids_before == ids_after:
+        was, now = _verdicts_by_address(before), _verdicts_by_address(after)
+        if len(was) != len(before.elements) or len(now) != len(after.elements):
+            return None  # a key twice in one hash map: not a table this module built
+        if was == now:
             continue
-        was, now = set(ids_before), set(ids_after)
         # An element whose verdict changed is in both lists: deleted, then added with its new value.
-        gone = [e for e, i in zip(before.elements, ids_before, strict=True) if i not in now]
-        added = [e for e, i in zip(after.elements, ids_after, strict=True) if i not in was]
+        gone = [e for a, e in zip(was, before.elements, strict=True) if now.get(a) != e.verdict]
+        added = [e for a, e in zip(now, after.elements, strict=True) if was.get(a) != e.verdict]
         if gone:
             keys = ", ".join(model.render_key(e.key) for e in gone)
             out.append(f"delete element {where} {{ {keys} }}")
@@ -272,5 +272,7 @@ def render_update(old: Table, new: Table) -> str | None:
     return "".join(line + "\n" for line in out)
 
 
-def _element_ids(m: Map) -> list[tuple[int, int, str, str]]:
-    return [(*model.key_bounds(e.key), e.verdict.kind, e.verdict.target) for e in m.elements]
+def _verdicts_by_address(m: Map) -> dict[int, model.Verdict]:
+    # Keyed by plain ints, not by element objects: hashing 50k ipaddress and dataclass objects costs
+    # several times more, and 50k live tuples would set off the garbage collector over and over.
+    return {model.key_bounds(e.key)[0]: e.verdict for e in m.elements}
