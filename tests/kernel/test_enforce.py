@@ -179,6 +179,16 @@ INGRESS_CASES: list[tuple[str, list[dict[str, object]], list[P]]] = [
         + both("cli", "tcp", 6002, False),
     ),
     (
+        "ranges_at_the_ends_of_the_port_space",
+        [rule(ports=[tcp(65534, 65535), udp(1, 2)])],
+        both("cli", "tcp", 65533, False)
+        + both("cli", "tcp", 65534, True)
+        + both("cli", "tcp", 65535, True)
+        + both("cli", "udp", 1, True)
+        + both("cli", "udp", 2, True)
+        + both("cli", "udp", 3, False),
+    ),
+    (
         "protocol_only_allows_every_port_of_that_protocol_and_no_other_protocol",
         [rule(ports=[udp()])],
         both("cli", "udp", 1, True)
@@ -463,6 +473,25 @@ def test_single_stack_pods_are_policed(net: Net, enforce: Enforce, family: int) 
             (Probe(net.cli.netns_name, pod.netns_name, addr(60 + family), 54, "udp", addr(CLI)), False),
             (Probe(net.other.netns_name, pod.netns_name, addr(60 + family), 53, "udp"), False),
             (Probe(net.cli.netns_name, pod.netns_name, addr(60 + family), 53, "tcp", addr(CLI)), False),
+        ]
+        assert probe_all([p for p, _ in probes], TIMEOUT) == [e for _, e in probes]
+    finally:
+        net.fabric.remove_pod(name)
+
+
+@pytest.mark.parametrize("ifname", ["a.b-c_d", "net-123456789ab"])
+def test_unusual_but_valid_interface_names_are_policed(net: Net, enforce: Enforce, ifname: str) -> None:
+    name = f"i{len(ifname)}"
+    pod = net.fabric.add_pod(name, 1, [on_a(70 + len(ifname), ifname=ifname), on_b(70 + len(ifname))])
+    try:
+        host = 70 + len(ifname)
+        enforce(pod, ingress=([ifname], [rule(iface=ifname, peers=cli_peers(), ports=[tcp(80)])]))
+        probes = [
+            (Probe(net.cli.netns_name, pod.netns_name, a4(host), 80, "tcp", a4(CLI)), True),
+            (Probe(net.cli.netns_name, pod.netns_name, a6(host), 80, "tcp", a6(CLI)), True),
+            (Probe(net.cli.netns_name, pod.netns_name, a4(host), 81, "tcp", a4(CLI)), False),
+            (Probe(net.other.netns_name, pod.netns_name, a6(host), 80, "tcp"), False),
+            (Probe(net.cli.netns_name, pod.netns_name, b4(host), 81, "tcp"), True),  # net2 untouched
         ]
         assert probe_all([p for p, _ in probes], TIMEOUT) == [e for _, e in probes]
     finally:
