@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="PodNetworkRuleset objects (as kubectl get -o yaml prints them; - for stdin)",
     )
     _add_render_options(r)
+
+    local = sub.add_parser("local", help="the embedded local cluster")
+    local_sub = local.add_subparsers(dest="local_command", required=True, metavar="LOCAL_COMMAND")
+    api = local_sub.add_parser("apiserver", help="run the local Kubernetes API server in the foreground")
+    api.add_argument("--dir", required=True, type=Path, help="state directory (made if missing)")
+    api.add_argument(
+        "--address", default="127.0.0.1:0", help="HOST:PORT to serve HTTPS on (default 127.0.0.1:0: a free port)"
+    )
     return parser
 
 
@@ -139,10 +147,16 @@ def run_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_local(args: argparse.Namespace) -> int:
+    from mnp.local.apiserver.server import run as run_apiserver
+
+    return run_apiserver(args.dir, args.address)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"compile": run_compile, "render": run_render}
+    handlers = {"compile": run_compile, "render": run_render, "local": run_local}
     try:
         return handlers[args.command](args)
     except (ManifestError, InvalidInput) as e:

@@ -1,0 +1,193 @@
+"""What the server does to an object before storing it: names, server-set metadata, per-kind
+defaults and status rules, and structural-schema validation of custom resources.
+
+Pure functions of (type, old, new, clock); the store calls them inside its write lock.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import re
+import secrets
+import uuid
+from typing import Any
+
+from mnp.local.apiserver import schema as structural
+from mnp.local.apiserver.catalog import ResourceType
+from mnp.local.apiserver.errors import StatusError, invalid
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_PATH_SEGMENT_BAD = re.compile(r"[/%]")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+# Kinds whose name is a DNS label; RBAC objects and CRDs only need a path segment / subdomain.
+_LABEL_NAMED = frozenset({"namespaces", "serviceaccounts"})
+_PATH_NAMED = frozenset({"roles", "rolebindings", "clusterroles", "clusterrolebindings"})
+
+
+def timestamp(now: datetime.datetime) -> str:
+    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime.datetime | None:
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        return None
+
+
+def random_suffix() -> str:
+    alphabet = "bcdfghjklmnpqrstvwxz2456789"  # the real server's: no vowels, no confusable digits
+    return "".join(secrets.choice(alphabet) for _ in range(5))
+
+
+def check_name(t: ResourceType, name: str, ns: str) -> None:
+    causes: list[tuple[str, str]] = []
+    if not name:
+        raise invalid(
+            t.kind, t.group, "", [("metadata.name", "Required value: name or generateName is required")]
+        )
+    if t.plural in _PATH_NAMED:
+        if name in (".", "..") or _PATH_SEGMENT_BAD.search(name):
+            causes.append(("metadata.name", f"Invalid value: \"{name}\": may not contain '/' or '%'"))
+    elif t.plural in _LABEL_NAMED:
+        if len(name) > 63 or not _DNS_LABEL.match(name):
+            causes.append(
+                (
+                    "metadata.name",
+                    f'Invalid value: "{name}": a lowercase RFC 1123 label must '
+                    "consist of lower case alphanumeric characters or '-', and must "
+                    "start and end with an alphanumeric character",
+                )
+            )
+    elif len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        causes.append(
+            (
+                "metadata.name",
+                f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must '
+                "consist of lower case alphanumeric characters, '-' or '.', and must "
+                "start and end with an alphanumeric character",
+            )
+        )
+    if causes:
+        raise invalid(t.kind, t.group, name, causes)
+
+
+def check_metadata(t: ResourceType, obj: dict[str, Any]) -> None:
+    meta = obj.get("metadata") or {}
+    causes: list[tuple[str, str]] = []
+    for key, value in (meta.get("labels") or {}).items():
+        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+            causes.append(
+                (
+                    "metadata.labels",
+                    f'Invalid value: "{value}": a valid label must be an empty '
+                    "string or consist of alphanumeric characters, '-', '_' or '.'",
+                )
+            )
+        if not isinstance(key, str) or not key or len(key.split("/")[-1]) > 63:
+            causes.append(
+                ("metadata.labels", f'Invalid value: "{key}": name part must be no more than 63 characters')
+            )
+    for key, value in (meta.get("annotations") or {}).items():
+        if not isinstance(value, str):
+            causes.append((f"metadata.annotations.{key}", "Invalid value: must be a string"))
+    if causes:
+        raise invalid(t.kind, t.group, meta.get("name", ""), causes)
+
+
+def new_metadata(obj: dict[str, Any], t: ResourceType, ns: str, now: datetime.datetime) -> None:
+    """Server-set metadata of a created object (uid, creationTimestamp, generation, namespace)."""
+    meta = obj.setdefault("metadata", {})
+    for server_set in (
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "resourceVersion",
+        "generation",
+        "selfLink",
+    ):
+        meta.pop(server_set, None)
+    meta["uid"] = str(uuid.uuid4())
+    meta["creationTimestamp"] = timestamp(now)
+    meta["generation"] = 1
+    if t.namespaced:
+        meta["namespace"] = ns
+    else:
+        meta.pop("namespace", None)
+    obj["apiVersion"] = t.api_version
+    obj["kind"] = t.kind
+
+
+def reset_status_on_create(t: ResourceType, obj: dict[str, Any]) -> None:
+    """Status a created object starts with, as each kind's create strategy sets it."""
+    if t.plural == "pods":
+        obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+    elif t.plural == "namespaces":
+        obj["status"] = {"phase": "Active"}
+        obj.setdefault("spec", {})["finalizers"] = ["kubernetes"]
+    elif t.plural in ("deployments", "daemonsets"):
+        obj["status"] = {}
+    elif t.status and not t.builtin:
+        obj.pop("status", None)
+    if t.plural == "pods":
+        spec = obj.setdefault("spec", {})
+        spec.setdefault("restartPolicy", "Always")
+        spec.setdefault("schedulerName", "default-scheduler")
+        spec.setdefault("serviceAccountName", "default")
+        spec.setdefault("terminationGracePeriodSeconds", 30)
+        spec.setdefault("dnsPolicy", "ClusterFirst")
+        for c in spec.get("containers") or []:
+            if isinstance(c, dict):
+                c.setdefault("terminationMessagePath", "/dev/termination-log")
+                c.setdefault("terminationMessagePolicy", "File")
+                c.setdefault("imagePullPolicy", "IfNotPresent")
+                for p in c.get("ports") or []:
+                    if isinstance(p, dict):
+                        p.setdefault("protocol", "TCP")
+
+
+def spec_part(t: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+    """Everything whose change bumps metadata.generation (not metadata; not status if a subresource)."""
+    skip = {"metadata", "status"} if t.status else {"metadata"}
+    return {k: v for k, v in obj.items() if k not in skip and k not in ("apiVersion", "kind")}
+
+
+def validate_custom(
+    t: ResourceType, obj: dict[str, Any], validation: str
+) -> tuple[dict[str, Any], list[str]]:
+    """Prune and validate a custom resource; returns it with the warnings for `fieldValidation=Warn`."""
+    if t.builtin or not t.schema:
+        return obj, []
+    name = (obj.get("metadata") or {}).get("name") or (obj.get("metadata") or {}).get("generateName", "")
+    pruned, found = structural.check(t.schema, obj)
+    if found.unknown and validation == "Strict":
+        listed = ", ".join(f'unknown field "{u}"' for u in found.unknown)
+        raise StatusError(400, f"strict decoding error: {listed}")
+    if found.errors:
+        raise invalid(t.kind, t.group, name, found.errors)
+    warnings = [f'unknown field "{u}"' for u in found.unknown] if validation in ("Warn", "") else []
+    return pruned, warnings
+
+
+def copy_server_metadata(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Metadata clients cannot change through an update."""
+    om, nm = old.get("metadata") or {}, new.setdefault("metadata", {})
+    for key in (
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "namespace",
+        "name",
+    ):
+        if key in om:
+            nm[key] = copy.deepcopy(om[key])
+        else:
+            nm.pop(key, None)
+    nm.pop("selfLink", None)
+    if "managedFields" not in nm and "managedFields" in om:
+        nm["managedFields"] = copy.deepcopy(om["managedFields"])

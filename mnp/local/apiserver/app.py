@@ -1,0 +1,369 @@
+"""Request dispatch: authentication, authorization, discovery, OpenAPI, admin and resource verbs.
+
+Transport-free: takes a parsed `Request` and returns a `Response` (a JSON body, or a stream of
+watch lines), so the HTTP layer stays a thin shell around it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import Message
+from typing import Any
+
+import yaml
+
+from mnp.local.apiserver import discovery, rbac, table
+from mnp.local.apiserver.catalog import VIRTUAL, Catalog, ResourceType
+from mnp.local.apiserver.errors import StatusError, not_found_path
+from mnp.local.apiserver.faults import Faults
+from mnp.local.apiserver.objects import PATCH_TYPES, Store, WriteOptions
+from mnp.local.apiserver.openapi import OpenAPI
+from mnp.local.apiserver.routes import Route, parse_resource_path
+from mnp.local.apiserver.selectors import parse_field_selector, parse_label_selector
+from mnp.local.apiserver.tls import Credentials
+from mnp.local.apiserver.watchstream import WatchRequest, watch_stream
+
+log = logging.getLogger(__name__)
+ADMIN_PATH = "/mnp-admin/faults"
+PUBLIC = frozenset({"/version", "/healthz", "/livez", "/readyz"})
+TABLE_V1 = "application/json;as=Table;v=v1;g=meta.k8s.io"
+TABLE_V1BETA1 = "application/json;as=Table;v=v1beta1;g=meta.k8s.io"
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: Message
+    body: bytes
+
+
+@dataclass(slots=True)
+class Response:
+    code: int
+    body: Any = None  # JSON-able, or bytes already encoded
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    stream: Iterator[bytes] | None = None
+
+
+def _table_type(accept: str) -> str | None:
+    for part in accept.split(","):
+        if "as=Table" in part and "g=meta.k8s.io" in part:
+            return TABLE_V1BETA1 if "v=v1beta1" in part else TABLE_V1
+    return None
+
+
+class App:
+    def __init__(
+        self, store: Store, catalog: Catalog, faults: Faults, creds: Credentials, address: str
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.faults = faults
+        self.creds = creds
+        self.address = address
+        self.openapi = OpenAPI(catalog)
+
+    # --- entry point -------------------------------------------------------------------------
+    def handle(self, req: Request) -> Response:
+        path = req.path.rstrip("/") or "/"
+        user = rbac.authenticate(
+            req.headers.get("Authorization"), self.creds.admin_token, self.creds.sa_key, self.store.storage
+        )
+        if user is None and (req.headers.get("Authorization") or path not in PUBLIC):
+            raise StatusError(401, "Unauthorized", "Unauthorized")
+        if path == ADMIN_PATH:
+            if user is None or not user.admin:
+                raise StatusError(403, "the fault switches need the admin token", "Forbidden")
+            return self._admin(req)
+        failure = self.faults.take_failure(path)
+        if failure is not None:
+            raise failure
+        if self.faults.latency_ms:
+            time.sleep(self.faults.latency_ms / 1000)
+        route = parse_resource_path(path)
+        if route is None:
+            if req.method != "GET":
+                raise StatusError(
+                    405,
+                    "the server does not allow this method on the requested resource",
+                    "MethodNotAllowed",
+                )
+            return self._non_resource(path, req)
+        assert user is not None
+        return self._resource(route, req, user)
+
+    def _admin(self, req: Request) -> Response:
+        if req.method == "POST":
+            spec = json.loads(req.body or b"{}")
+            self.faults.configure(spec)
+            if isinstance(spec, dict) and spec.get("dropWatches"):
+                self.store.hub.drop_all()
+        elif req.method != "GET":
+            raise StatusError(405, "GET or POST only", "MethodNotAllowed")
+        return Response(200, self.faults.state())
+
+    def _non_resource(self, path: str, req: Request) -> Response:
+        accept = req.headers.get("Accept") or ""
+        agg = discovery.aggregated_kind(accept)
+        if path == "/version":
+            return Response(200, discovery.VERSION)
+        if path in ("/healthz", "/livez", "/readyz"):
+            return Response(200, b"ok", "text/plain")
+        if path == "/api":
+            if agg:
+                return Response(200, discovery.aggregated(self.catalog, True, agg), _agg_type(agg))
+            return Response(200, discovery.api_versions(self.address))
+        if path == "/apis":
+            if agg:
+                return Response(200, discovery.aggregated(self.catalog, False, agg), _agg_type(agg))
+            return Response(200, discovery.api_group_list(self.catalog))
+        if path == "/openapi/v3":
+            return Response(200, self.openapi.index())
+        if path.startswith("/openapi/v3/"):
+            doc = self.openapi.doc(path[len("/openapi/v3/") :])
+            if doc is None:
+                raise not_found_path()
+            return Response(200, doc)
+        if path == "/openapi/v2":
+            raise not_found_path()  # kubectl falls back when v2 is missing; never serve it
+        parts = [p for p in path.split("/") if p]
+        found: dict[str, Any] | None = None
+        if len(parts) == 2 and parts[0] == "api":
+            found = discovery.resource_list(self.catalog, "", parts[1])
+        elif len(parts) == 2 and parts[0] == "apis":
+            found = discovery.api_group(self.catalog, parts[1])
+        elif len(parts) == 3 and parts[0] == "apis":
+            found = discovery.resource_list(self.catalog, parts[1], parts[2])
+        if found is None:
+            raise not_found_path()
+        return Response(200, found)
+
+    # --- resources ---------------------------------------------------------------------------
+    def _resource(self, route: Route, req: Request, user: rbac.User) -> Response:
+        t = self.catalog.find(route.group, route.version, route.plural)
+        if route.namespace is not None and not t.namespaced:
+            raise not_found_path()
+        if (
+            route.sub
+            and not (route.sub == "status" and t.status)
+            and not (route.sub == "token" and t.plural == "serviceaccounts" and not t.group)
+        ):
+            raise not_found_path()
+        ns = route.namespace or ""
+        verb = _verb(req, route)
+        attrs = rbac.Attributes(verb, t.group, t.plural, route.sub, ns if t.namespaced else "", route.name)
+        if not rbac.allowed(self.store.storage, user, attrs):
+            raise rbac.forbidden(user, attrs)
+        if t.plural in VIRTUAL:
+            return self._review(t, req, user)
+        if verb not in t.verbs and route.sub != "token":
+            raise StatusError(
+                405, "the server does not allow this method on the requested resource", "MethodNotAllowed"
+            )
+        if route.sub == "token":
+            from mnp.local.apiserver.tokens import token_request
+
+            return Response(201, token_request(self.store, self.creds.sa_key, ns, route.name, _json(req)))
+        if t.namespaced and route.namespace is None and verb not in ("list", "watch"):
+            raise not_found_path()
+        q = req.query
+        opts = WriteOptions(
+            dry_run=q.get("dryRun") == "All",
+            field_validation=q.get("fieldValidation", ""),
+            field_manager=q.get("fieldManager", ""),
+            force=q.get("force") == "true",
+        )
+        if q.get("dryRun") not in (None, "", "All"):
+            raise StatusError(400, f"Invalid dry run value: {q['dryRun']}")
+        if opts.field_validation not in ("", "Strict", "Warn", "Ignore"):
+            raise StatusError(400, f"Invalid fieldValidation value: {opts.field_validation}")
+        accept = req.headers.get("Accept") or ""
+        if verb in ("list", "watch"):
+            return self._list_or_watch(t, route, req, verb == "watch", accept)
+        if verb == "get":
+            obj = self.store.get(t, ns, route.name)
+            return self._one(t, obj, accept, req.query)
+        if verb == "create":
+            obj = self.store.create(t, ns, _json(req), opts)
+            return self._written(201, obj, opts)
+        if verb == "update":
+            obj, created = self.store.update(t, ns, route.name, _json(req), route.sub, opts)
+            return self._written(201 if created else 200, obj, opts)
+        if verb == "patch":
+            ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip()
+            if ctype not in PATCH_TYPES:
+                raise StatusError(
+                    415,
+                    f"the body of the request was in an unknown format - accepted media "
+                    f"types include: {', '.join(PATCH_TYPES)}",
+                    "UnsupportedMediaType",
+                )
+            body = _yaml(req) if ctype == "application/apply-patch+yaml" else _json(req)
+            obj, created = self.store.patch(t, ns, route.name, ctype, body, route.sub, opts)
+            return self._written(201 if created else 200, obj, opts)
+        if verb == "delete":
+            options = _json(req) if req.body.strip() else {}
+            if not isinstance(options, dict):
+                raise StatusError(400, "delete options must be an object")
+            for key in ("propagationPolicy", "dryRun", "gracePeriodSeconds"):
+                if key in q and key != "dryRun":
+                    options.setdefault(key, q[key])
+            if options.get("dryRun") == ["All"]:
+                opts.dry_run = True
+            obj = self.store.delete(t, ns, route.name, options, opts)
+            return self._written(200, obj, opts)
+        if verb == "deletecollection":
+            items, _ = self._selected(t, route, req)
+            for item in items:
+                meta = item.get("metadata") or {}
+                try:
+                    self.store.delete(t, meta.get("namespace", ""), meta.get("name", ""), {}, opts)
+                except StatusError as e:
+                    if e.code != 404:
+                        raise
+            return Response(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+        raise StatusError(
+            405, "the server does not allow this method on the requested resource", "MethodNotAllowed"
+        )
+
+    def _written(self, code: int, obj: dict[str, Any], opts: WriteOptions) -> Response:
+        headers = {}
+        if opts.warnings:
+            headers["Warning"] = ", ".join('299 - "{}"'.format(w.replace('"', '\\"')) for w in opts.warnings)
+        return Response(code, obj, headers=headers)
+
+    def _one(self, t: ResourceType, obj: dict[str, Any], accept: str, q: dict[str, str]) -> Response:
+        ttype = _table_type(accept)
+        if ttype:
+            rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+            body = table.to_table(t, [obj], rv, self.store.clock(), q.get("includeObject", "Metadata"))
+            return Response(200, body, ttype)
+        return Response(200, obj)
+
+    def _selected(self, t: ResourceType, route: Route, req: Request) -> tuple[list[dict[str, Any]], int]:
+        labels = parse_label_selector(req.query.get("labelSelector"))
+        fields = parse_field_selector(req.query.get("fieldSelector"), t.field_getters())
+        return self.store.list(t, route.namespace if t.namespaced else None, labels, fields)
+
+    def _list_or_watch(
+        self, t: ResourceType, route: Route, req: Request, watch: bool, accept: str
+    ) -> Response:
+        q = req.query
+        labels = parse_label_selector(q.get("labelSelector"))
+        fields = parse_field_selector(q.get("fieldSelector"), t.field_getters())
+        ttype = _table_type(accept)
+        if watch:
+            wr = WatchRequest.from_query(
+                t, route.namespace if t.namespaced else None, labels, fields, q, ttype
+            )
+            return Response(200, None, ttype or "application/json", stream=watch_stream(self, wr))
+        if q.get("resourceVersionMatch") == "Exact" and q.get("resourceVersion") not in (
+            None,
+            str(self.store.storage.rv),
+        ):
+            raise StatusError(
+                410,
+                f"too old resource version: {q.get('resourceVersion')} ({self.store.storage.rv})",
+                "Expired",
+            )
+        items, rv = self.store.list(t, route.namespace if t.namespaced else None, labels, fields)
+        if ttype:
+            return Response(
+                200,
+                table.to_table(t, items, str(rv), self.store.clock(), q.get("includeObject", "Metadata")),
+                ttype,
+            )
+        body = {
+            "kind": t.list_kind,
+            "apiVersion": t.api_version,
+            "metadata": {"resourceVersion": str(rv)},
+            "items": items,
+        }
+        return Response(200, body)
+
+    def _review(self, t: ResourceType, req: Request, user: rbac.User) -> Response:
+        body = _json(req)
+        if not isinstance(body, dict):
+            raise StatusError(400, "review body must be an object")
+        spec = body.get("spec") or {}
+        if t.plural == "selfsubjectreviews":
+            info = {"username": user.name, "groups": list(user.groups)}
+            if user.uid:
+                info["uid"] = user.uid
+            return Response(
+                201, {**body, "apiVersion": t.api_version, "kind": t.kind, "status": {"userInfo": info}}
+            )
+        subject = user
+        if t.plural == "subjectaccessreviews":
+            subject = rbac.User(spec.get("user", ""), tuple(spec.get("groups") or ()))
+        ra = spec.get("resourceAttributes")
+        if ra:
+            attrs = rbac.Attributes(
+                ra.get("verb", ""),
+                ra.get("group", ""),
+                ra.get("resource", ""),
+                ra.get("subresource", ""),
+                ra.get("namespace", ""),
+                ra.get("name", ""),
+            )
+            allowed = rbac.allowed(self.store.storage, subject, attrs)
+        else:
+            allowed = subject.admin or "system:authenticated" in subject.groups
+        status: dict[str, Any] = {"allowed": allowed}
+        if allowed and not subject.admin:
+            status["reason"] = "RBAC: allowed by a binding"
+        return Response(201, {**body, "apiVersion": t.api_version, "kind": t.kind, "status": status})
+
+
+def _agg_type(version: str) -> str:
+    return f"application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"
+
+
+def _verb(req: Request, route: Route) -> str:
+    m = req.method
+    if m == "GET":
+        if route.name:
+            return "get"
+        return "watch" if req.query.get("watch") in ("true", "1") else "list"
+    if m == "POST":
+        return "create"
+    if m == "PUT":
+        return "update"
+    if m == "PATCH":
+        return "patch"
+    if m == "DELETE":
+        return "delete" if route.name else "deletecollection"
+    raise StatusError(
+        405, "the server does not allow this method on the requested resource", "MethodNotAllowed"
+    )
+
+
+def _json(req: Request) -> Any:
+    ctype = (req.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+    if "protobuf" in ctype or "cbor" in ctype:
+        raise StatusError(
+            415,
+            "the body of the request was in an unknown format - accepted media types "
+            "include: application/json, application/yaml",
+            "UnsupportedMediaType",
+        )
+    if ctype == "application/yaml":
+        return _yaml(req)
+    try:
+        return json.loads(req.body or b"null")
+    except ValueError as e:
+        raise StatusError(400, f"the object provided is unrecognized: {e}") from None
+
+
+def _yaml(req: Request) -> Any:
+    try:
+        return yaml.safe_load(req.body or b"") or {}
+    except yaml.YAMLError as e:
+        raise StatusError(400, f"error decoding YAML: {e}") from None

@@ -1,0 +1,158 @@
+"""Server-side apply, minimal: merge a manager's configuration and remember which fields it set.
+
+Maps merge, keyed lists merge by key (built-in merge keys, or a CRD's `x-kubernetes-list-map-keys`),
+other lists are replaced. `managedFields` records each applier's fields (FieldsV1), so a field the same
+manager drops from its configuration is removed, unless another applier also sets it. Not modelled:
+conflicts between managers (`force` is accepted and ignored) and ownership taken by plain updates.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from typing import Any
+
+Path = tuple[str, ...]
+ListKeys = Callable[[tuple[str, ...]], tuple[str, ...]]
+_META_TRACKED = ("labels", "annotations", "finalizers", "ownerReferences")
+
+
+def _item_id(item: dict[str, Any], keys: tuple[str, ...]) -> str:
+    return "k:" + json.dumps({k: item.get(k) for k in keys}, separators=(",", ":"), sort_keys=True)
+
+
+def field_paths(config: dict[str, Any], list_keys: ListKeys) -> set[Path]:
+    """Leaf paths (FieldsV1 segments) a configuration sets."""
+    out: set[Path] = set()
+    for key, value in config.items():
+        if key in ("apiVersion", "kind"):
+            continue
+        if key == "metadata" and isinstance(value, dict):
+            for mk in _META_TRACKED:
+                if mk in value:
+                    _collect(value[mk], ("f:metadata", f"f:{mk}"), ("metadata", mk), list_keys, out)
+            continue
+        _collect(value, (f"f:{key}",), (key,), list_keys, out)
+    return out
+
+
+def _collect(value: Any, path: Path, names: tuple[str, ...], list_keys: ListKeys, out: set[Path]) -> None:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _collect(v, (*path, f"f:{k}"), (*names, k), list_keys, out)
+        return
+    keys = list_keys(names) if isinstance(value, list) else ()
+    if keys and isinstance(value, list) and value and all(isinstance(i, dict) for i in value):
+        for item in value:
+            ipath = (*path, _item_id(item, keys))
+            out.add((*ipath, "."))
+            for k, v in item.items():
+                _collect(v, (*ipath, f"f:{k}"), names, list_keys, out)
+        return
+    out.add(path)
+
+
+def merge_config(live: Any, config: Any, list_keys: ListKeys, names: tuple[str, ...] = ()) -> Any:
+    if isinstance(config, dict):
+        result = dict(live) if isinstance(live, dict) else {}
+        for k, v in config.items():
+            result[k] = merge_config(result.get(k), v, list_keys, (*names, k))
+        return result
+    if isinstance(config, list):
+        keys = list_keys(names)
+        if keys and isinstance(live, list) and all(isinstance(i, dict) for i in config + live):
+            merged = [copy.deepcopy(i) for i in live]
+            for item in config:
+                ident = _item_id(item, keys)
+                idx = next((n for n, c in enumerate(merged) if _item_id(c, keys) == ident), None)
+                if idx is None:
+                    merged.append(copy.deepcopy(item))
+                else:
+                    merged[idx] = merge_config(merged[idx], item, list_keys, names)
+            return merged
+        return copy.deepcopy(config)
+    return copy.deepcopy(config)
+
+
+def remove_paths(obj: dict[str, Any], paths: set[Path], list_keys: ListKeys) -> None:
+    """Delete the given leaf paths from obj (deepest first); missing ones are ignored."""
+    for path in sorted(paths, key=len, reverse=True):
+        _remove(obj, list(path), (), list_keys)
+
+
+def _remove(cur: Any, path: list[str], names: tuple[str, ...], list_keys: ListKeys) -> None:
+    seg = path[0]
+    if seg.startswith("f:") and isinstance(cur, dict):
+        name = seg[2:]
+        if len(path) == 1:
+            cur.pop(name, None)
+            return
+        if name in cur:
+            _remove(cur[name], path[1:], (*names, name), list_keys)
+    elif seg.startswith("k:") and isinstance(cur, list):
+        keys = list_keys(names)
+        for n, item in enumerate(cur):
+            if isinstance(item, dict) and _item_id(item, keys) == seg:
+                if path[1:] == ["."]:
+                    cur.pop(n)
+                elif len(path) > 1:
+                    _remove(item, path[1:], names, list_keys)
+                return
+
+
+def to_fields_v1(paths: set[Path]) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    for path in sorted(paths):
+        node = root
+        for seg in path:
+            node = node.setdefault(seg, {})
+    return root
+
+
+def from_fields_v1(fields: dict[str, Any], prefix: Path = ()) -> set[Path]:
+    out: set[Path] = set()
+    for seg, sub in fields.items():
+        path = (*prefix, seg)
+        if isinstance(sub, dict) and sub:
+            out |= from_fields_v1(sub, path)
+        else:
+            out.add(path)
+    return out
+
+
+def server_side_apply(
+    live: dict[str, Any] | None,
+    config: dict[str, Any],
+    manager: str,
+    list_keys: ListKeys,
+    now: str,
+) -> dict[str, Any]:
+    """The object after `manager` applies `config` to `live` (None: create)."""
+    new_paths = field_paths(config, list_keys)
+    base = copy.deepcopy(live) if live is not None else {}
+    entries = list((base.get("metadata") or {}).get("managedFields") or [])
+    mine = [e for e in entries if e.get("manager") == manager and e.get("operation") == "Apply"]
+    others: set[Path] = set()
+    for e in entries:
+        if e not in mine and e.get("operation") == "Apply":
+            others |= from_fields_v1(e.get("fieldsV1") or {})
+    old_paths: set[Path] = set()
+    for e in mine:
+        old_paths |= from_fields_v1(e.get("fieldsV1") or {})
+    dropped = {
+        p for p in old_paths - new_paths - others if not any(q[: len(p)] == p for q in new_paths | others)
+    }
+    remove_paths(base, dropped, list_keys)
+    merged: dict[str, Any] = merge_config(base, config, list_keys)
+    entry = {
+        "manager": manager,
+        "operation": "Apply",
+        "apiVersion": config.get("apiVersion", ""),
+        "time": now,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": to_fields_v1(new_paths),
+    }
+    kept = [e for e in entries if e not in mine]
+    merged.setdefault("metadata", {})["managedFields"] = [*kept, entry]
+    return merged

@@ -1,0 +1,129 @@
+"""HTTPS transport: a threading HTTP/1.1 server whose handler parses requests for `App` and writes its
+responses (Content-Length bodies, or chunked NDJSON for watches).
+
+The TLS handshake runs in the connection's own thread, so a slow client cannot stall accept().
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import ssl
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from mnp.local.apiserver.app import App, Request, Response
+from mnp.local.apiserver.errors import StatusError
+
+log = logging.getLogger(__name__)
+
+
+class ApiHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], app: App, context: ssl.SSLContext) -> None:
+        self.app = app
+        self.context = context
+        super().__init__(address, Handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = self.socket.accept()
+        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ApiHTTPServer
+
+    def setup(self) -> None:
+        self.request.settimeout(30)
+        try:
+            self.request.do_handshake()
+        except (OSError, ssl.SSLError):
+            self.close_connection = True
+        self.request.settimeout(None)
+        super().setup()
+
+    def handle(self) -> None:
+        with contextlib.suppress(OSError, ssl.SSLError):
+            super().handle()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("request", extra={"client": self.client_address[0], "line": format % args})
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        url = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        req = Request(method, url.path, query, self.headers, body)
+        try:
+            resp = self.server.app.handle(req)
+        except StatusError as e:
+            resp = Response(e.code, e.status(), headers=e.headers)
+        except Exception:
+            log.exception("request failed", extra={"method": method, "path": url.path})
+            resp = Response(500, StatusError(500, "internal error in the local API server").status())
+        if resp.stream is not None:
+            self._stream(resp)
+        else:
+            self._send(resp)
+
+    def _send(self, resp: Response) -> None:
+        body = (
+            resp.body
+            if isinstance(resp.body, bytes)
+            else json.dumps(resp.body, separators=(",", ":")).encode()
+        )
+        self.send_response(resp.code)
+        self.send_header("Content-Type", resp.content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-cache, private")
+        for k, v in resp.headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _stream(self, resp: Response) -> None:
+        assert resp.stream is not None
+        self.send_response(resp.code)
+        self.send_header("Content-Type", resp.content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache, private")
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        try:
+            for chunk in resp.stream:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            close = getattr(resp.stream, "close", None)
+            if close is not None:
+                close()
+            with contextlib.suppress(OSError):
+                self.request.shutdown(socket.SHUT_RDWR)
