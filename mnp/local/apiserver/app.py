@@ -300,6 +300,9 @@ class App:
             return Response(
                 201, {**body, "apiVersion": t.api_version, "kind": t.kind, "status": {"userInfo": info}}
             )
+        if t.plural == "selfsubjectrulesreviews":
+            rules = rbac.rules_for(self.store.storage, user, spec.get("namespace", ""))
+            return Response(201, {**body, "apiVersion": t.api_version, "kind": t.kind, "status": rules})
         subject = user
         if t.plural == "subjectaccessreviews":
             subject = rbac.User(spec.get("user", ""), tuple(spec.get("groups") or ()))
@@ -347,6 +350,10 @@ def _verb(req: Request, route: Route) -> str:
 
 def _json(req: Request) -> Any:
     ctype = (req.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+    if ctype == "application/vnd.kubernetes.protobuf":
+        from mnp.local.apiserver.protobuf import decode
+
+        return decode(req.body)
     if "protobuf" in ctype or "cbor" in ctype:
         raise StatusError(
             415,

@@ -130,10 +130,20 @@ BUILTINS: tuple[ResourceType, ...] = (
         False,
         verbs=("create",),
     ),
+    _b(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectrulesreviews",
+        "SelfSubjectRulesReview",
+        False,
+        verbs=("create",),
+    ),
     _b("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False, verbs=("create",)),
     _b("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False, verbs=("create",)),
 )
-VIRTUAL = frozenset({"selfsubjectaccessreviews", "subjectaccessreviews", "selfsubjectreviews"})
+VIRTUAL = frozenset(
+    {"selfsubjectaccessreviews", "selfsubjectrulesreviews", "subjectaccessreviews", "selfsubjectreviews"}
+)
 # Pre-RBAC "root" groups shown first in discovery, as the real server orders them.
 _GROUP_ORDER = (
     "",

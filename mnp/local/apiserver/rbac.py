@@ -183,6 +183,35 @@ def allowed(storage: Storage, user: User, a: Attributes) -> bool:
     )
 
 
+def rules_for(storage: Storage, user: User, namespace: str) -> dict[str, Any]:
+    """A SelfSubjectRulesReview status: what this user may do in the namespace."""
+    if user.admin:
+        resource_rules = [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]
+        non_resource = [{"verbs": ["*"], "nonResourceURLs": ["*"]}]
+    else:
+        resource_rules = [
+            {k: v for k, v in rule.items() if k in ("verbs", "apiGroups", "resources", "resourceNames")}
+            for ref, ns in _bindings(storage, user, namespace)
+            for rule in _role_rules(storage, ref, ns)
+            if rule.get("resources")
+        ]
+        non_resource = [
+            {
+                "verbs": ["get"],
+                "nonResourceURLs": [
+                    "/api",
+                    "/api/*",
+                    "/apis",
+                    "/apis/*",
+                    "/openapi",
+                    "/openapi/*",
+                    "/version",
+                ],
+            }
+        ]
+    return {"resourceRules": resource_rules, "nonResourceRules": non_resource, "incomplete": False}
+
+
 def forbidden(user: User, a: Attributes) -> StatusError:
     """403 worded as the real server words it."""
     what = f"{a.resource}/{a.subresource}" if a.subresource else a.resource
