@@ -22,6 +22,7 @@ from mnp.nft import names
 from mnp.nft.render import render_delete
 
 _CLONE_NEWNET = 0x40000000
+_RELEASE_CACHE_ABOVE = 64 * 1024  # characters of script plus output
 
 
 class NftRunner(Protocol):
@@ -101,6 +102,12 @@ class NetnsNft:
             if self._ctx is None:
                 raise NftError(f"{self.netns_path}: nft context is closed")
             rc, out, err = self._ctx.cmd(script)
+            if len(script) + len(out) > _RELEASE_CACHE_ABOVE:
+                # libnftables keeps its object cache in the context until a later command needs a
+                # different one: after a 50k-element apply or list that is 40-80 MiB per pod, and it
+                # is never reused (our own commit makes it stale). `list flowtables` needs only the
+                # tables, so running it replaces the big cache with a tiny one.
+                self._ctx.cmd("list flowtables")
         if rc != 0:
             raise NftError(f"{self.netns_path}: {err.strip() or f'nft failed ({rc})'}")
         return str(out)
