@@ -206,8 +206,11 @@ def test_writers_and_watchers_agree_on_every_event(apiserver: ApiServer) -> None
         t.start()
     time.sleep(0.3)  # let the watchers connect while nothing is written yet
     started = time.monotonic()
-    start.wait(timeout=30)
-    pause.wait(timeout=60)
+    try:
+        start.wait(timeout=30)
+        pause.wait(timeout=60)
+    except threading.BrokenBarrierError:
+        raise AssertionError(f"writers failed: {[repr(w.error) for w in writers if w.error]}") from None
 
     # Writers are paused: a list now is exact, and a watch from "" must start with exactly its items.
     mid_list = co.list_namespaced_custom_object(*PNR, NS, PNR_PLURAL)

@@ -275,7 +275,9 @@ def test_apply_rejects_an_unknown_field_and_a_schema_violation(kc: Kubectl, ns: 
     unknown["spec"]["bogus"] = 1
     res = kc("apply", "-f", str(write(tmp_path, "u.yaml", unknown)), check=False)
     assert res.returncode != 0
-    assert 'unknown field "spec.bogus"' in res.stderr
+    # Server-side (fieldValidation=Strict) says `unknown field "spec.bogus"`; kubectl's own check says
+    # `unknown field "bogus"`: either way nothing is written.
+    assert "unknown field" in res.stderr and "bogus" in res.stderr, res.stderr
     invalid = ruleset("bad-1", ns)
     invalid["spec"]["node"] = "Not_A_Node"
     res = kc("apply", "-f", str(write(tmp_path, "i.yaml", invalid)), check=False)
@@ -315,7 +317,8 @@ def test_get_pnr_all_namespaces_prints_the_printer_columns(kc: Kubectl, listed: 
 
 def test_get_pnr_wide_adds_the_priority_columns(kc: Kubectl, listed: str) -> None:
     out = kc("get", "pnr", "-n", listed, "-o", "wide").stdout
-    assert headers(out) == ["NAME", "NODE", "POLICIES", "RULES", "APPLIED", "AGE", "REASON", "ELEMENTS", "COMPACTED"]
+    # Declared order: priority-1 columns sit where the CRD lists them, before Age.
+    assert headers(out) == ["NAME", "NODE", "POLICIES", "RULES", "APPLIED", "REASON", "ELEMENTS", "COMPACTED", "AGE"]
     a = next(r for r in table(out) if r["NAME"] == "r-a")
     assert (a["REASON"], a["ELEMENTS"]) == ("Applied", "3")
 
@@ -394,7 +397,8 @@ def test_patch_merge_and_json_on_a_ruleset(kc: Kubectl, ns: str) -> None:
     assert noop.strip() == "podnetworkruleset.mnp.dev/p-0 patched (no change)"
     failed = kc("patch", "pnr", "p-0", "-n", ns, "--type=json",
                 "-p", '[{"op":"test","path":"/spec/node","value":"node-1"}]', check=False)
-    assert failed.returncode != 0 and "Error from server" in failed.stderr
+    assert failed.returncode != 0, failed.stdout
+    assert kc.json("get", "pnr", "p-0", "-n", ns)["spec"]["node"] == "node-3"
 
 
 def test_patch_without_type_on_a_ruleset_is_refused_as_strategic_merge(kc: Kubectl, ns: str) -> None:
@@ -485,7 +489,7 @@ def test_describe_a_ruleset(kc: Kubectl, ns: str) -> None:
     kc("apply", "-f", "-", input=yaml.safe_dump(ruleset("ds-0", ns)))
     out = kc("describe", "pnr", "ds-0", "-n", ns).stdout
     assert re.search(r"^Name:\s+ds-0$", out, re.M) and re.search(rf"^Namespace:\s+{ns}$", out, re.M)
-    assert "Kind:         PodNetworkRuleset" in out
+    assert re.search(r"^Kind:\s+PodNetworkRuleset$", out, re.M), out
 
 
 # ---- errors and auth ---------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, dynamic, watch
+import yaml
+from kubernetes import client, config, dynamic, watch
 from kubernetes.client.exceptions import ApiException
 
 from tests.apiserver.conftest import (
@@ -111,9 +112,12 @@ def test_discovery_serves_the_ruleset_resource_with_short_name_category_and_stat
     assert dyn.resources.get(api_version="v1", kind="Pod").namespaced is True
 
 
-def test_a_request_with_a_wrong_token_is_401(module_apiserver: ApiServer) -> None:
-    bad = python_client(module_apiserver)
-    bad.configuration.api_key = {"BearerToken": "Bearer wrong"}
+def test_a_request_with_a_wrong_token_is_401(module_apiserver: ApiServer, tmp_path: Path) -> None:
+    cfg = yaml.safe_load(module_apiserver.kubeconfig.read_text())
+    for user in cfg["users"]:
+        user["user"]["token"] = "wrong"
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(cfg))
+    bad = config.new_client_from_config(config_file=str(tmp_path / "kubeconfig"))
     with pytest.raises(ApiException) as exc:
         client.CoreV1Api(bad).list_namespace()
     assert exc.value.status == 401 and status_of(exc)["reason"] == "Unauthorized"
@@ -187,8 +191,10 @@ def test_pod_status_patch_and_pod_field_selectors(core: client.CoreV1Api, ns: st
 def test_label_selectors_on_configmaps(core: client.CoreV1Api, ns: str, selector: str, expected: list[str]) -> None:
     for name, labels in {"a": {"tier": "web", "zone": "z1"}, "b": {"tier": "web"}, "c": {"tier": "db"},
                          "d": {"zone": "z2"}}.items():
-        core.create_namespaced_config_map(ns, {"metadata": {"name": name, "labels": labels}})
-    got = sorted(c.metadata.name for c in core.list_namespaced_config_map(ns, label_selector=selector).items)
+        core.create_namespaced_config_map(ns, {"metadata": {"name": name, "labels": {"set": "s", **labels}}})
+    # ANDed with set=s: a real cluster adds kube-root-ca.crt to every namespace.
+    listed = core.list_namespaced_config_map(ns, label_selector=f"set=s,{selector}").items
+    got = sorted(c.metadata.name for c in listed)
     assert got == expected
 
 
@@ -518,8 +524,8 @@ def test_watch_without_a_resource_version_starts_with_the_current_objects(co: cl
         kw = {} if version is None else {"resource_version": version}
         got = summary(collect(co.list_namespaced_custom_object, *PNR, ns, PNR_PLURAL, seconds=1, **kw))
         assert sorted((t, n) for t, n, _ in got) == [("ADDED", "x"), ("ADDED", "y")], version
-    core.create_namespaced_config_map(ns, {"metadata": {"name": "cm"}})
-    typed = collect(core.list_namespaced_config_map, ns, seconds=1)
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "cm", "labels": {"t": "1"}}})
+    typed = collect(core.list_namespaced_config_map, ns, label_selector="t=1", seconds=1)
     assert [(e["type"], e["object"].metadata.name) for e in typed] == [("ADDED", "cm")]
 
 
@@ -537,9 +543,9 @@ def test_watch_bookmarks_only_when_asked(co: client.CustomObjectsApi, ns: str) -
 
 def test_watch_with_initial_events_ends_the_initial_list_with_an_annotated_bookmark(core: client.CoreV1Api,
                                                                                      ns: str) -> None:
-    core.create_namespaced_config_map(ns, {"metadata": {"name": "one"}})
-    events = collect(core.list_namespaced_config_map, ns, send_initial_events=True, allow_watch_bookmarks=True,
-                     resource_version_match="NotOlderThan", resource_version="", seconds=2)
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "one", "labels": {"t": "1"}}})
+    events = collect(core.list_namespaced_config_map, ns, label_selector="t=1", send_initial_events=True,
+                     allow_watch_bookmarks=True, resource_version_match="NotOlderThan", seconds=2)
     types = [e["type"] for e in events]
     assert types[0] == "ADDED" and events[0]["object"].metadata.name == "one"
     end = [e for e in events if e["type"] == "BOOKMARK"
