@@ -42,9 +42,13 @@ def ruleset(n: int, shift: int = 0) -> RulesetSpec:
     )
 
 
-def timed(fn: Callable[[], object], runs: int, gap: float = 0.01) -> list[float]:
+def timed(
+    fn: Callable[[], object], runs: int, gap: float = 0.01, setup: Callable[[], object] | None = None
+) -> list[float]:
     samples = []
     for _ in range(runs):
+        if setup is not None:
+            setup()
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1000)
@@ -65,6 +69,11 @@ def measure(nft: NetnsNft, path: str, n: int, runs: int) -> list[Row]:
     specs = {shift: ruleset(n, shift) for shift in (0, 1)}
     tables = {shift: build_table(specs[shift], RenderOptions()) for shift in (0, 1)}
     full = render_table_replace(tables[0])
+
+    def drop() -> None:
+        nft.delete_table("mnp")
+        time.sleep(0.1)  # let the kernel's deferred destruction of the old table finish first
+
     rows: list[Row] = [
         (
             "render (build + text)",
@@ -72,6 +81,7 @@ def measure(nft: NetnsNft, path: str, n: int, runs: int) -> list[Row]:
             n,
             timed(lambda: render_table_replace(build_table(specs[0])), runs, 0),
         ),
+        ("fresh (no table yet)", "NetnsNft", n, timed(lambda: nft.apply(full), runs, setup=drop)),
         ("replace", "NetnsNft", n, timed(lambda: nft.apply(full), runs)),
         ("replace", "nsenter nft -f", n, timed(lambda: apply_nft_exec(path, full), exec_runs)),
     ]
