@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from kernel_plan import a4, a6, b4, b6, module_prefix, on_a, on_b, ruleset_raw
+from kernel_plan import a4, a6, b4, b6, module_prefix, on_a, on_b, probe_verdicts, ruleset_raw
 
 from mnp.api.ruleset import Direction, Peer, PortSpec, Protocol, RulesetSpec, spec_from_raw, spec_to_raw
 from mnp.local.nodes.fabric import Fabric, PodNet
-from mnp.local.nodes.probe import Probe, probe_all
+from mnp.local.nodes.probe import Probe
 from mnp.nft.apply import NetnsNft
 from mnp.nft.render import render_ruleset
 
@@ -247,7 +247,7 @@ def test_kernel_verdicts_equal_the_design_oracle(
     bed.nft.apply(render_ruleset(spec))
     started = time.monotonic()
     try:
-        got = probe_all(probes, TIMEOUT)
+        got = probe_verdicts(probes, expected, TIMEOUT)
     finally:
         bed.nft.delete_table("mnp")
     bed.stats["examples"] += 1
