@@ -59,8 +59,9 @@ def _open_in_netns(fd: int) -> Any:
         try:
             _setns(fd)
             ctx = nftables.Nftables()
-            # Make libnftables open its netlink socket now, on this thread, in this netns.
-            rc, _, err = ctx.cmd("list tables")
+            # Make libnftables open its netlink socket now, on this thread, in this netns. `list
+            # flowtables` fetches the least: `list tables` would cache every element of every set.
+            rc, _, err = ctx.cmd("list flowtables")
             if rc != 0:
                 raise NftError(err.strip() or f"nft failed ({rc})")
             result.append(ctx)
