@@ -125,10 +125,11 @@ def cidrs(draw: st.DrawFn, iface: str) -> dict[str, object]:
     else:
         net = draw(st.sampled_from(_subnets(base)))
     excepts: list[str] = []
-    if net.num_addresses > 1:
-        inner = [s for s in _subnets(base) if s != net and s.subnet_of(net)] or list(net.subnets())  # type: ignore[arg-type]
-        for ex in draw(st.lists(st.sampled_from(inner), max_size=2, unique=True)):
-            excepts.append(str(ex))
+    # Excepts inside the peer, nested or not, sometimes the whole peer (which then allows nothing).
+    inner = [s for s in _subnets(base) if s != net and s.subnet_of(net)]  # type: ignore[arg-type]
+    weighted = inner + inner + [net]
+    for ex in draw(st.lists(st.sampled_from(weighted), max_size=2, unique=True)):
+        excepts.append(str(ex))
     peer: dict[str, object] = {"cidr": str(net)}
     if excepts:
         peer["except"] = excepts
