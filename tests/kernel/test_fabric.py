@@ -10,7 +10,7 @@ import threading
 import pytest
 from kernel_plan import NET_A, NET_B, a4, a6, assert_no_netns, b4, b6, on_a, on_b
 
-from mnp.local.nodes.cni import CniError, cni_add, cni_del
+from mnp.local.nodes.cni import CniError, cni_add, cni_del, network_status_entry
 from mnp.local.nodes.fabric import Attachment, Fabric, remove_leftovers
 from mnp.local.nodes.netns import get_sysctl, run_in_netns
 from mnp.local.nodes.probe import Listener, Probe, Target, connectivity_matrix, ping, probe, probe_all
@@ -220,3 +220,28 @@ def test_leftovers_of_a_crashed_fabric_are_found_and_removed(unique_prefix: str)
         assert_no_netns(unique_prefix)
     finally:
         fabric.close()
+
+
+def test_network_status_entry_takes_the_sandbox_interface_and_its_ips_only() -> None:
+    result = {
+        "cniVersion": "1.0.0",
+        "interfaces": [
+            {"name": "br-host", "mac": "aa:aa:aa:aa:aa:aa"},  # host side, as the bridge plugin lists it
+            {"name": "net1", "mac": "02:00:00:00:00:05", "sandbox": "/run/netns/x"},
+        ],
+        "ips": [
+            {"interface": 1, "address": "192.0.2.5/24", "gateway": "192.0.2.1"},
+            {"interface": 0, "address": "192.0.2.1/24"},
+            {"interface": 1, "address": "2001:db8:a::5/64"},
+        ],
+        "dns": {"nameservers": ["192.0.2.53"]},
+    }
+    assert network_status_entry("ns1/net-a", result, "net1") == {
+        "name": "ns1/net-a",
+        "interface": "net1",
+        "ips": ["192.0.2.5", "2001:db8:a::5"],
+        "mac": "02:00:00:00:00:05",
+        "dns": {"nameservers": ["192.0.2.53"]},
+    }
+    legacy = {"cniVersion": "0.2.0", "ip4": {"ip": "192.0.2.6/24"}, "ip6": {"ip": "2001:db8:a::6/64"}}
+    assert network_status_entry("ns1/net-a", legacy, "net1")["ips"] == ["192.0.2.6", "2001:db8:a::6"]

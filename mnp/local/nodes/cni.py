@@ -120,6 +120,10 @@ def network_status_entry(network: str, result: Mapping[str, Any], ifname: str) -
         for ip in result.get("ips") or []
         if ip.get("interface") is None or index is None or ip.get("interface") == index
     ]
+    for legacy in ("ip4", "ip6"):  # CNI 0.2.0 results
+        address = (result.get(legacy) or {}).get("ip")
+        if address:
+            ips.append(str(address).split("/")[0])
     entry: dict[str, Any] = {"name": network, "interface": ifname, "ips": ips}
     if mac:
         entry["mac"] = mac

@@ -51,6 +51,7 @@ class PodNet:
     attachments: tuple[Attachment, ...]
     network_status: list[dict[str, Any]] = field(default_factory=list)
     container_id: str = ""
+    cni_results: dict[str, dict[str, Any]] = field(default_factory=dict)  # ifname -> CNI ADD result
 
     def ips(self, ifname: str) -> tuple[str, ...]:
         """The addresses (without prefix length) CNI put on interface `ifname`."""
@@ -141,6 +142,7 @@ class Fabric:
                     pod_name=name,
                     node_netns=node_ns,
                 )
+                pod.cni_results[att.ifname] = result
                 pod.network_status.append(network_status_entry(att.network, result, att.ifname))
         except BaseException:
             with contextlib.suppress(Exception):  # close() retries; the ADD failure is what to report
@@ -166,6 +168,7 @@ class Fabric:
                     pod_namespace=POD_NAMESPACE,
                     pod_name=name,
                     node_netns=self.node_netns(pod.node),
+                    prev_result=pod.cni_results.get(att.ifname),  # libcni's cached result
                 )
             except CniError as e:
                 errors.append(e)
