@@ -136,6 +136,8 @@ def test_close_removes_everything_even_when_the_test_fails_midway(unique_prefix:
         fabric.add_pod("c", 2, [on_a(7)])
         raise RuntimeError("the test failed midway")
     assert_no_netns(unique_prefix)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    assert unique_prefix not in listed
     fabric.close()  # twice is fine
     assert_no_netns(unique_prefix)
 
