@@ -247,3 +247,32 @@ def test_network_status_entry_takes_the_sandbox_interface_and_its_ips_only() -> 
     }
     legacy = {"cniVersion": "0.2.0", "ip4": {"ip": "192.0.2.6/24"}, "ip6": {"ip": "2001:db8:a::6/64"}}
     assert network_status_entry("ns1/net-a", legacy, "net1")["ips"] == ["192.0.2.6", "2001:db8:a::6"]
+
+
+def test_a_conflist_runs_its_plugins_in_order_and_a_failing_one_undoes_the_rest(fabric: Fabric) -> None:
+    pod = fabric.add_pod("a", 1, [])
+    conflist = {
+        "cniVersion": "0.4.0",
+        "name": "net-a",
+        "plugins": [
+            {"type": "macvlan", "mode": "bridge", "master": "eth0",
+             "ipam": {"type": "static", "addresses": [{"address": f"{a4(5)}/24"}]}},
+            {"type": "tuning", "mtu": 1400},
+        ],
+    }  # fmt: skip
+    common = dict(netns=pod.netns_path, container_id="cid", pod_namespace="default", pod_name="a",
+                  node_netns=fabric.node_netns(1))  # fmt: skip
+    result = cni_add(conflist, ifname="net1", **common)  # type: ignore[arg-type]
+    assert [ip["address"] for ip in result["ips"]] == [f"{a4(5)}/24"]  # the last plugin passed prevResult on
+    (net1,) = [link for link in links(pod.netns_path) if link["ifname"] == "net1"]
+    assert net1["mtu"] == 1400
+    cni_del(conflist, ifname="net1", prev_result=result, **common)  # type: ignore[arg-type]
+    assert [link["ifname"] for link in links(pod.netns_path)] == ["lo"]
+
+    broken = {
+        **conflist,
+        "plugins": [conflist["plugins"][0], {"type": "tuning", "sysctl": {"net.nope": "1"}}],
+    }
+    with pytest.raises(CniError, match="tuning ADD default/a net1"):
+        cni_add(broken, ifname="net1", **common)  # type: ignore[arg-type]
+    assert [link["ifname"] for link in links(pod.netns_path)] == ["lo"]  # macvlan was deleted again
