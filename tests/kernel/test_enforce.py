@@ -566,3 +566,21 @@ def test_enforcement_leaves_the_root_netns_alone(net: Net, enforce: Enforce) -> 
     enforce(net.srv, ingress=(["net1"], []))
     after = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
     assert after == before
+
+
+def test_another_table_in_the_pod_netns_is_left_alone(net: Net, enforce: Enforce) -> None:
+    foreign = "table inet other { chain c { type filter hook input priority 10; counter; }; }"
+    with NetnsNft(net.srv.netns_path) as nft:
+        nft.apply(foreign)
+        try:
+            enforce(
+                net.srv, ingress=(["net1"], [rule(peers=cli_peers())]), options=RenderOptions(table="pol")
+            )
+            check(net, both("cli", "tcp", 80, True) + both("other", "tcp", 80, False))
+            enforce(net.srv, ingress=(["net1"], []), options=RenderOptions(table="pol"))
+            nft.delete_table("pol")
+            listed = nft.list_table("other")
+            assert listed is not None and "counter packets" in listed
+            check(net, both("other", "tcp", 80, True))
+        finally:
+            nft.delete_table("other")
