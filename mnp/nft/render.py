@@ -184,11 +184,18 @@ def _interface(
             maps.append(Map(names.network_map(direction, ifname, version), key_type, True, elements))
             body.append(_rule(model.MapLookup(selector, maps[-1].name)))
     body.append(_rule(DROP))
-    policies = sorted({r.policy for r in rules})
-    comment = ", ".join(policies) if policies else "no allow rules"
+    comment = _provenance(rules) or "no allow rules"
     chains = [Chain(names.interface_chain(direction, ifname), tuple(body), comment=comment)]
     chains.extend(_port_chain(chain_of[p], p) for p in classes)
     return maps, chains
+
+
+def _provenance(rules: Iterable[Rule]) -> str:
+    """`default/web:0,2 default/db:1`: the policies and rule indexes behind an interface chain."""
+    indexes: dict[str, set[int]] = {}
+    for r in rules:
+        indexes.setdefault(r.policy, set()).add(r.rule)
+    return " ".join(f"{p}:{','.join(map(str, sorted(i)))}" for p, i in sorted(indexes.items()))
 
 
 def build_table(spec: RulesetSpec, options: RenderOptions = RenderOptions()) -> Table:

@@ -139,29 +139,31 @@ def test_changed_interval_map_is_flushed_and_refilled_in_the_same_transaction() 
 
 
 def test_a_changed_value_for_the_same_address_is_replaced() -> None:
-    base = spec(
-        ingress={
-            "isolated": ["net1"],
-            "rules": [
-                rule(
-                    "default/web",
-                    0,
-                    peers=[{"cidr": "192.0.2.1/32"}, {"cidr": "192.0.2.2/32"}],
-                    ports=[{"protocol": "TCP", "port": 80}],
-                )
-            ],
-        }
+    def web(rule0: list[str], rule1: list[str]) -> model.Table:
+        return build_table(spec(ingress={"isolated": ["net1"], "rules": [
+            rule("default/web", 0, peers=[{"cidr": f"{a}/32"} for a in rule0], ports=[{"protocol": "TCP", "port": 80}]),
+            rule("default/web", 1, peers=[{"cidr": f"{a}/32"} for a in rule1]),  # any port
+        ]}))  # fmt: skip
+
+    update = render_update(
+        web(["192.0.2.1", "192.0.2.2"], []), web(["192.0.2.1", "192.0.2.2", "192.0.2.99"], ["192.0.2.2"])
     )
-    wider = spec(ingress={"isolated": ["net1"], "rules": [
-        rule("default/web", 0, peers=[{"cidr": "192.0.2.1/32"}, {"cidr": "192.0.2.2/32"}], ports=[{"protocol": "TCP", "port": 80}]),
-        rule("default/web", 1, peers=[{"cidr": "192.0.2.2/32"}, {"cidr": "192.0.2.99/32"}], ports=[{"protocol": "TCP", "port": 80}]),
-        rule("default/web", 2, peers=[{"cidr": "192.0.2.2/32"}]),
-    ]})  # fmt: skip
-    update = render_update(build_table(base), build_table(wider))
     assert update == (
         "delete element inet mnp ingress-net1-v4-addr { 192.0.2.2 }\n"
         "add element inet mnp ingress-net1-v4-addr {\n\t192.0.2.2 : accept,\n\t192.0.2.99 : jump ingress-net1-p0\n}\n"
     )
+
+
+def test_rule_provenance_is_in_the_interface_chain_comment_so_a_new_rule_is_a_full_replace() -> None:
+    one = _peers_table(["192.0.2.1"])
+    chain = next(c for c in one.chains if c.name == "ingress-net1")
+    assert chain.comment == "default/web:0"
+    two = build_table(spec(ingress={"isolated": ["net1"], "rules": [
+        rule("default/web", 0, peers=[{"cidr": "192.0.2.1/32"}], ports=[{"protocol": "TCP", "port": 80}]),
+        rule("default/web", 1, peers=[]),
+    ]}))  # fmt: skip
+    assert next(c for c in two.chains if c.name == "ingress-net1").comment == "default/web:0,1"
+    assert render_update(one, two) is None
 
 
 def test_structure_change_asks_for_a_full_replace() -> None:
