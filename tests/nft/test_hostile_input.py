@@ -125,3 +125,16 @@ def test_newlines_and_quotes_in_provenance_never_reach_the_text() -> None:
 def test_interface_literal_accepts_only_interface_names(name: str) -> None:
     with pytest.raises(InvalidInput):
         names.ifname_literal(name)
+
+
+def test_a_policy_name_that_bypassed_validation_cannot_leave_its_chain_comment() -> None:
+    from mnp.api.ruleset import DirectionRules, Rule
+
+    s = spec(ingress={"isolated": ["net1"], "rules": []})
+    evil = Rule(policy='a/b" }\n table ip x { chain y { drop', rule=0, interface="net1")
+    text = render_ruleset(
+        type(s)(s.pod_uid, s.node, interfaces=s.interfaces, ingress=DirectionRules(("net1",), (evil,)))
+    )
+    comment = next(line for line in text.splitlines() if "comment" in line)
+    assert comment == '\t\tcomment "a/b_ _  table ip x _ chain y _ drop:0"'
+    assert "table ip x" not in text.replace(comment, "")
