@@ -94,3 +94,26 @@ def table_allows(
     result = _chain_accepts(table, target.target, ip.version, int(ip), proto, port)
     assert result is not None, "an interface chain ends with drop"
     return result
+
+
+def elements_from_text(text: str) -> dict[str, list[tuple[int, int, str]]]:
+    """The map elements as written in rendered text: {map: [(first, last, verdict)]}."""
+    out: dict[str, list[tuple[int, int, str]]] = {}
+    current = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("map "):
+            current = stripped.split()[1]
+            out[current] = []
+        elif current and " : " in stripped and not stripped.startswith("type "):
+            key, verdict = stripped.rstrip(",").split(" : ")
+            if "-" in key and "/" not in key:
+                a, b = key.split("-")
+                first, last = int(ipaddress.ip_address(a)), int(ipaddress.ip_address(b))
+            else:
+                net = ipaddress.ip_network(key)
+                first, last = int(net.network_address), int(net.broadcast_address)
+            out[current].append((first, last, verdict))
+        elif stripped == "}" and line.startswith("\t}"):
+            current = ""
+    return out

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from mnp.api.ruleset import Direction, Protocol, RulesetSpec, spec_from_raw
 from mnp.nft import model
 from mnp.nft.partition import peer_ranges, segment_key
-from mnp.nft.render import build_table
-from tests.nft.evaluate import table_allows
+from mnp.nft.render import build_table, render_ruleset
+from tests.nft.evaluate import elements_from_text, table_allows
 from tests.oracle import direction_allows
 
 # Small address spaces so that random blocks nest, overlap and touch often.
@@ -102,6 +102,10 @@ def test_every_address_gets_the_verdict_the_rules_give_it(
 ) -> None:
     table = build_table(spec)
     _interval_maps_are_disjoint(table)
+    # The text holds exactly the model's elements, so judging the model judges what nft gets.
+    assert elements_from_text(render_ruleset(spec)) == {
+        m.name: [(*model.key_bounds(e.key), e.verdict.render()) for e in m.elements] for m in table.maps
+    }
     direction = Direction.INGRESS if spec.ingress is not None else Direction.EGRESS
     proto, port = probe
     for addr in _probes(4) + _probes(6):
