@@ -33,7 +33,7 @@ from mnp.nft.render import render_ruleset
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 
-TIMEOUT = 0.4
+TIMEOUT = 0.3
 SERVICES = (("tcp", 1000), ("tcp", 1001), ("tcp", 1005), ("udp", 1000), ("udp", 1003))
 PORT_LOW, PORT_HIGH = 998, 1007
 # interface -> (v4 space, v6 space, address functions, pool hosts of c1, pool hosts of c2)
@@ -219,7 +219,7 @@ def srv_addr(iface: str, version: int) -> str:
 
 
 @settings(
-    max_examples=50,
+    max_examples=80,
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no shrinking: the report names every mismatch
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
