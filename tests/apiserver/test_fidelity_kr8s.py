@@ -58,19 +58,18 @@ async def take(events: AsyncIterator[tuple[str, Any]], until: Callable[[list[tup
     got: list[tuple[str, Any]] = []
 
     async def pump() -> None:
-        async for kind, obj in events:
-            got.append((kind, obj.raw))
-            if until(got):
-                return
+        try:
+            async for kind, obj in events:
+                got.append((kind, obj.raw))
+                if until(got):
+                    return
+        finally:
+            await events.aclose()  # in the task that iterated: httpx/anyio insist on it
 
     try:
         await asyncio.wait_for(pump(), timeout)
     except TimeoutError:
         raise AssertionError(f"watch timed out after {timeout}s with {[(t, o['metadata']['name']) for t, o in got]}") from None
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
     return got
 
 
@@ -199,17 +198,20 @@ def test_watch_without_a_version_lists_then_follows_live_changes(server: ApiServ
         await PodNetworkRuleset(ruleset("old", ns), api=api).create()
         events = api.watch("pnr", namespace=ns, label_selector={"mnp.dev/node": "node-1"})
 
+        connected = asyncio.Event()
+
         async def write_later() -> None:
-            await asyncio.sleep(0.5)
+            await connected.wait()  # the synthetic ADDED of "old" arrived: the watch is open
             await PodNetworkRuleset(ruleset("new", ns), api=api).create()
             await PodNetworkRuleset(ruleset("elsewhere", ns, node="node-2"), api=api).create()
             moved = await PodNetworkRuleset.get("old", namespace=ns, api=api)
             await moved.patch({"metadata": {"labels": {"mnp.dev/node": "node-2"}}})
 
         writer = asyncio.create_task(write_later())
-        got = await take(events, lambda ev: ev[-1][0] == "DELETED")
+        got = await take(events, lambda ev: connected.set() or ev[-1][0] == "DELETED")
         await writer
-        assert [(t, o["metadata"]["name"]) for t, o in got] == [("ADDED", "old"), ("ADDED", "new"), ("DELETED", "old")]
+        assert [(t, o["metadata"]["name"]) for t, o in got] == [("ADDED", "old"), ("ADDED", "new"), ("DELETED", "old")], \
+            [(t, o["metadata"]["name"], o["metadata"]["resourceVersion"], o["metadata"]["labels"]) for t, o in got]
 
     run(server, body)
 
