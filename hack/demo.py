@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from mnp.local.nodes.probe import probe
 
 from mnp.api.ruleset import spec_from_object
 from mnp.local.nodes.fabric import Attachment, Fabric, PodNet
+from mnp.local.nodes.probe import Probe, probe_all
 from mnp.nft.apply import NetnsNft
 from mnp.nft.render import RenderOptions, render_ruleset
 
@@ -68,19 +68,16 @@ def pod_manifest(name: str, net: PodNet) -> dict[str, Any]:
 
 def matrix(pods: dict[str, PodNet], family: int) -> list[list[str]]:
     names = list(PODS)
-    rows = []
-    for src in names:
-        row = [src]
-        for dst in names:
-            if src == dst:
-                row.append("·")
-                continue
-            host = PODS[dst][3]
-            addr = f"192.0.2.{host}" if family == 4 else f"2001:db8::{host}"
-            ok = probe(pods[src].netns_path, pods[dst].netns_path, addr, PORTS[dst], "tcp", timeout=0.4)
-            row.append("✔ " if ok else "✘ ")
-        rows.append(row)
-    return rows
+    cells = [(src, dst) for src in names for dst in names if src != dst]
+    probes = []
+    for src, dst in cells:
+        host = PODS[dst][3]
+        addr = f"192.0.2.{host}" if family == 4 else f"2001:db8::{host}"
+        probes.append(Probe(pods[src].netns_path, pods[dst].netns_path, addr, PORTS[dst], "tcp"))
+    # All cells at once: a denied flow costs one timeout for the whole matrix, not one per cell.
+    verdicts = dict(zip(cells, probe_all(probes, timeout=1.0), strict=True))
+    mark = {True: "✔ ", False: "✘ "}
+    return [[src] + ["·" if src == dst else mark[verdicts[src, dst]] for dst in names] for src in names]
 
 
 def show_matrix(title: str, pods: dict[str, PodNet]) -> None:

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     api = local_sub.add_parser("apiserver", help="run the local Kubernetes API server in the foreground")
     api.add_argument("--dir", required=True, type=Path, help="state directory (made if missing)")
     api.add_argument(
-        "--address", default="127.0.0.1:0", help="HOST:PORT to serve HTTPS on (default 127.0.0.1:0: a free port)"
+        "--address", default="127.0.0.1:0", help="HOST:PORT for HTTPS (default 127.0.0.1:0: a free port)"
     )
     return parser
 

@@ -132,9 +132,8 @@ def test_unparsable_network_status_keeps_the_pod_policed_by_interface_and_out_of
     ]
     r = compile_objs(objs)
     status_field = "metadata.annotations[k8s.v1.cni.cncf.io/network-status]"
-    from tests.builders import snapshot  # the pod diagnostics come from parsing
-
     from mnp.api.cluster import parse_pod
+    from tests.builders import snapshot  # the pod diagnostics come from parsing
 
     problems = [d for o in objs if o["kind"] == "Pod" for d in parse_pod(o)[1]]
     assert {(str(d.obj), d.field) for d in problems} == {("default/broken", status_field), ("default/broken-peer", status_field)}
