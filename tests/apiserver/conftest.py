@@ -144,6 +144,12 @@ class ApiServer:
         except ValueError:
             return status, raw.decode(errors="replace")
 
+    def faults(self, spec: dict[str, Any]) -> Any:
+        """Set the server's test fault switches (POST /mnp-admin/faults, admin token)."""
+        status, body = self.request("POST", "/mnp-admin/faults", spec)
+        assert status == 200, (status, body)
+        return body
+
     def terminate(self) -> int | None:
         """SIGTERM the process group; SIGKILL it if it has not stopped within STOP_TIMEOUT."""
         if self.proc is None or self.proc.poll() is not None:

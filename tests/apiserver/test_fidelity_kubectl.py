@@ -313,6 +313,9 @@ def test_get_pnr_all_namespaces_prints_the_printer_columns(kc: Kubectl, listed: 
     assert "default/web-policy" in a["POLICIES"]
     assert K8S_AGE.match(a["AGE"]), a["AGE"]
     assert (rows["r-b"]["NODE"], rows["r-b"]["RULES"], rows["r-b"]["APPLIED"]) == ("node-2", "", "")
+    # Row objects must carry metadata, or --show-labels prints nothing.
+    labelled = {r["NAME"]: r for r in table(kc("get", "pnr", "-n", listed, "--show-labels").stdout)}
+    assert labelled["r-c"]["LABELS"] == "mnp.dev/node=node-1,mnp.dev/tier=back"
 
 
 def test_get_pnr_wide_adds_the_priority_columns(kc: Kubectl, listed: str) -> None:
@@ -377,6 +380,20 @@ def test_get_watch_prints_a_row_for_a_status_change(kc: Kubectl, ns: str, backgr
     out.wait_for(lambda line: line.startswith("w-0"))
     status_patch(kc, ns, "w-0")
     changed = out.wait_for(lambda line: line.startswith("w-0") and "True" in line)
+    assert "14" in changed.split()
+
+
+def test_get_all_namespaces_watch_shows_a_new_ruleset_and_its_status(kc: Kubectl, ns: str,
+                                                                      background: list[Any]) -> None:
+    proc = kc.popen("get", "pnr", "-A", "-w")
+    background.append(proc)
+    out = LineReader(proc)
+    out.wait_for(lambda line: line.startswith("NAMESPACE"))
+    kc("apply", "-f", "-", input=yaml.safe_dump(ruleset("wa-0", ns)))
+    first = out.wait_for(lambda line: line.split()[:2] == [ns, "wa-0"])
+    assert "node-1" in first.split()
+    status_patch(kc, ns, "wa-0")
+    changed = out.wait_for(lambda line: line.split()[:2] == [ns, "wa-0"] and "True" in line.split())
     assert "14" in changed.split()
 
 
@@ -485,11 +502,25 @@ def test_delete_with_a_finalizer_waits_until_the_finalizer_is_removed(
     assert kc("get", "pnr", "f-0", "-n", ns, check=False).returncode == 1
 
 
-def test_describe_a_ruleset(kc: Kubectl, ns: str) -> None:
+def test_describe_a_ruleset_shows_its_core_and_events_k8s_io_events(kc: Kubectl, ns: str) -> None:
     kc("apply", "-f", "-", input=yaml.safe_dump(ruleset("ds-0", ns)))
+    uid = kc.json("get", "pnr", "ds-0", "-n", ns)["metadata"]["uid"]
+    ref = {"apiVersion": "mnp.dev/v1alpha1", "kind": "PodNetworkRuleset", "name": "ds-0", "namespace": ns, "uid": uid}
+    core_event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "ds-0.core", "namespace": ns},
+                  "involvedObject": ref, "reason": "Applied", "message": "table applied with 14 rules",
+                  "type": "Normal", "source": {"component": "mnp-agent"}, "count": 1,
+                  "firstTimestamp": "2026-11-25T12:00:00Z", "lastTimestamp": "2026-11-25T12:00:00Z"}
+    new_event = {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "ds-0.new", "namespace": ns},
+                 "regarding": ref, "reason": "NftError", "note": "nft said no", "type": "Warning",
+                 "action": "Apply", "eventTime": "2026-11-25T12:00:01.000000Z",
+                 "reportingController": "mnp.dev/agent", "reportingInstance": "mnp-agent-node-1"}
+    kc("create", "-f", "-", input=yaml.safe_dump_all([core_event, new_event]))
     out = kc("describe", "pnr", "ds-0", "-n", ns).stdout
     assert re.search(r"^Name:\s+ds-0$", out, re.M) and re.search(rf"^Namespace:\s+{ns}$", out, re.M)
     assert re.search(r"^Kind:\s+PodNetworkRuleset$", out, re.M), out
+    events = out[out.index("Events:"):]
+    assert re.search(r"Normal\s+Applied\s+.*table applied with 14 rules", events), events
+    assert re.search(r"Warning\s+NftError\s+.*nft said no", events), events
 
 
 # ---- errors and auth ---------------------------------------------------------------------------------
@@ -516,3 +547,57 @@ def test_auth_can_i_for_the_admin_token(kc: Kubectl, ns: str) -> None:
         pytest.skip("authorization.k8s.io/v1 (SelfSubjectAccessReview) is not served; issue 4 makes it optional")
     res = kc("auth", "can-i", "patch", "podnetworkrulesets.mnp.dev", "--subresource=status", "-n", ns)
     assert res.stdout.strip() == "yes"
+
+
+def test_a_service_account_is_refused_then_allowed_by_rbac(kc: Kubectl, ns: str) -> None:
+    kc("create", "serviceaccount", "agent", "-n", ns)
+    token = kc("create", "token", "agent", "-n", ns).stdout.strip()
+    assert token.count(".") == 2, "a JWT from the TokenRequest API"
+    kc("apply", "-f", "-", input=yaml.safe_dump(ruleset("rx", ns)))
+    kc("apply", "-f", "-", input=yaml.safe_dump(ruleset("ry", ns)))
+    user = f"system:serviceaccount:{ns}:agent"
+
+    def agent(*args: str) -> subprocess.CompletedProcess[str]:
+        return kc("--token", token, *args, check=False)
+
+    denied = agent("get", "pnr", "-n", ns)
+    assert denied.returncode == 1
+    assert denied.stderr.strip() == (f'Error from server (Forbidden): podnetworkrulesets.mnp.dev is forbidden: User "{user}" '
+                                     f'cannot list resource "podnetworkrulesets" in API group "mnp.dev" in the namespace "{ns}"')
+    assert agent("auth", "can-i", "list", "pnr", "-n", ns).stdout.strip() == "no"
+    rbac = [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "agent", "namespace": ns},
+         "rules": [{"apiGroups": ["mnp.dev"], "resources": ["podnetworkrulesets"], "verbs": ["get", "list", "watch"]},
+                   {"apiGroups": ["mnp.dev"], "resources": ["podnetworkrulesets/status"], "verbs": ["patch"],
+                    "resourceNames": ["rx"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "agent", "namespace": ns},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "agent"},
+         "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": ns}]},
+    ]
+    kc("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
+    allowed = agent("get", "pnr", "-n", ns, "-o", "name")
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout.split() == ["podnetworkruleset.mnp.dev/rx", "podnetworkruleset.mnp.dev/ry"]
+    assert agent("auth", "can-i", "patch", "pnr/rx", "--subresource=status", "-n", ns).stdout.strip() == "yes"
+    assert agent("auth", "can-i", "patch", "pnr/ry", "--subresource=status", "-n", ns).stdout.strip() == "no"
+    assert agent("auth", "can-i", "patch", "pnr/rx", "-n", ns).stdout.strip() == "no"
+    assert agent("auth", "can-i", "list", "pnr", "-n", "default").stdout.strip() == "no"
+    ok = agent("patch", "pnr", "rx", "-n", ns, "--subresource=status", "--type=merge", "-p", json.dumps(applied_status()))
+    assert ok.returncode == 0, ok.stderr
+    spec = agent("patch", "pnr", "rx", "-n", ns, "--type=merge", "-p", '{"spec":{"node":"node-2"}}')
+    assert spec.returncode == 1
+    assert spec.stderr.strip() == (f'Error from server (Forbidden): podnetworkrulesets.mnp.dev "rx" is forbidden: User "{user}" '
+                                   f'cannot patch resource "podnetworkrulesets" in API group "mnp.dev" in the namespace "{ns}"')
+    other = agent("patch", "pnr", "ry", "-n", ns, "--subresource=status", "--type=merge", "-p", json.dumps(applied_status()))
+    assert other.returncode == 1 and 'cannot patch resource "podnetworkrulesets/status"' in other.stderr
+
+
+def test_kubectl_retries_a_429_that_carries_retry_after(kc: Kubectl, ns: str) -> None:
+    kc.server.faults({"failNext": {"count": 2, "code": 429, "pathPrefix": f"/api/v1/namespaces/{ns}"}})
+    try:
+        started = time.monotonic()
+        out = kc("get", "namespace", ns, "-o", "name", timeout=30).stdout
+        assert out.strip() == f"namespace/{ns}"
+        assert time.monotonic() - started >= 1.0, "client-go waits Retry-After seconds before retrying"
+    finally:
+        kc.server.faults({"reset": True})

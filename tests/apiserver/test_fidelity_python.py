@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -598,6 +599,67 @@ def test_watch_with_a_field_selector_on_the_name(co: client.CustomObjectsApi, ns
     got = summary(collect(co.list_namespaced_custom_object, *PNR, ns, PNR_PLURAL, resource_version=start,
                           field_selector="metadata.name=two"))
     assert [(t, n) for t, n, _ in got] == [("ADDED", "two"), ("MODIFIED", "two")]
+
+
+def test_bookmarks_arrive_periodically_when_asked(module_apiserver: ApiServer, co: client.CustomObjectsApi,
+                                                  ns: str) -> None:
+    start = str(rv(co.list_namespaced_custom_object(*PNR, ns, PNR_PLURAL)))
+    module_apiserver.faults({"bookmarkSeconds": 0.3})
+    try:
+        events = collect(co.list_namespaced_custom_object, *PNR, ns, PNR_PLURAL, resource_version=start,
+                         allow_watch_bookmarks=True, seconds=2)
+    finally:
+        module_apiserver.faults({"reset": True})
+    bookmarks = [rv(e["raw_object"]) for e in events if e["type"] == "BOOKMARK"]
+    assert len(bookmarks) >= 3, f"expected a bookmark every 0.3 s, got {summary(events)}"
+    assert bookmarks == sorted(bookmarks)
+
+
+def test_a_watch_dropped_by_the_server_is_resumed_by_the_client_without_a_gap(module_apiserver: ApiServer,
+                                                                              co: client.CustomObjectsApi,
+                                                                              ns: str) -> None:
+    start = str(rv(co.list_namespaced_custom_object(*PNR, ns, PNR_PLURAL)))
+    seen: list[tuple[str, str]] = []
+    w = watch.Watch()
+
+    def follow() -> None:
+        # No timeoutSeconds: when the server ends the stream the client re-watches from its last version.
+        for e in w.stream(co.list_namespaced_custom_object, *PNR, ns, PNR_PLURAL, resource_version=start,
+                          _request_timeout=30):
+            seen.append((e["type"], e["raw_object"]["metadata"]["name"]))
+            if e["raw_object"]["metadata"]["name"] == "last":
+                w.stop()
+                return
+
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+    create_pnr(co, ns, "first")
+    wait_until(lambda: ("ADDED", "first") in seen, 10, what="the first event")
+    module_apiserver.faults({"dropWatches": True})
+    create_pnr(co, ns, "between")
+    time.sleep(0.2)
+    create_pnr(co, ns, "last")
+    t.join(15)
+    assert seen == [("ADDED", "first"), ("ADDED", "between"), ("ADDED", "last")]
+
+
+def test_lease_election_with_microtime_and_optimistic_concurrency(api: Any, ns: str) -> None:
+    leases = client.CoordinationV1Api(api)
+    now = datetime.now(UTC).replace(microsecond=123456)
+    made = leases.create_namespaced_lease(ns, {
+        "metadata": {"name": "mnp-controller"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15, "acquireTime": now, "renewTime": now}})
+    assert made.spec.renew_time == now, "MicroTime keeps microseconds"
+    raw = json.loads(leases.read_namespaced_lease("mnp-controller", ns, _preload_content=False).data)
+    assert raw["spec"]["renewTime"] == now.strftime("%Y-%m-%dT%H:%M:%S.123456Z")
+    made.spec.renew_time = now + timedelta(seconds=5)
+    renewed = leases.replace_namespaced_lease("mnp-controller", ns, made)
+    stale = made
+    stale.spec.holder_identity = "b"
+    with pytest.raises(ApiException) as exc:
+        leases.replace_namespaced_lease("mnp-controller", ns, stale)
+    assert exc.value.status == 409
+    assert leases.read_namespaced_lease("mnp-controller", ns).spec.holder_identity == renewed.spec.holder_identity == "a"
 
 
 # ---- restart durability --------------------------------------------------------------------------------
