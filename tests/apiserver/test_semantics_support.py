@@ -6,8 +6,10 @@ at the server and not at a client library; the fidelity tests cover the real cli
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import socket
 import ssl
 import threading
 import time
@@ -102,7 +104,7 @@ class Watch:
                     break
                 ev = json.loads(line)
                 self.events.append((ev["type"], ev["object"]))
-        except (OSError, ValueError, http.client.HTTPException):
+        except Exception:  # noqa: BLE001 - any read error on a closed stream just ends it
             pass
         finally:
             self.ended.set()
@@ -118,6 +120,10 @@ class Watch:
         return [(t, o.get("metadata", {}).get("name", "")) for t, o in self.events if t != "BOOKMARK"]
 
     def close(self) -> None:
+        # shutdown() first: it wakes the reader thread, which close() alone would wait for.
+        if self.conn.sock is not None:
+            with contextlib.suppress(OSError):
+                self.conn.sock.shutdown(socket.SHUT_RDWR)
         self.conn.close()
 
 

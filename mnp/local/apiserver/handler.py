@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import select
 import socket
 import ssl
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -104,6 +105,22 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _client_gone(self) -> bool:
+        """True once the client closed its end (watch clients never send anything after the request)."""
+        sock = self.request
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        sock.setblocking(False)
+        try:
+            return bool(sock.recv(1) == b"")
+        except (ssl.SSLWantReadError, BlockingIOError):
+            return False
+        except OSError:
+            return True
+        finally:
+            sock.setblocking(True)
+
     def _stream(self, resp: Response) -> None:
         assert resp.stream is not None
         self.send_response(resp.code)
@@ -115,6 +132,10 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         try:
             for chunk in resp.stream:
+                if not chunk:
+                    if self._client_gone():
+                        break
+                    continue
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")

@@ -1,4 +1,5 @@
-"""One watch: optional initial state, then the hub's events filtered for this watcher, as NDJSON lines.
+"""One watch: optional initial state, then the hub's events filtered for this watcher, as NDJSON lines
+(and empty heartbeats, never sent, at which the transport checks that the client is still there).
 
 Implements the parts clients depend on: replay from a resourceVersion, 410 Expired as an ERROR
 event, bookmarks only when asked, the `k8s.io/initial-events-end` bookmark for sendInitialEvents,
@@ -96,6 +97,9 @@ class WatchRequest:
         return None
 
 
+HEARTBEAT = 1.0  # seconds between checks that an idle watcher's client is still connected
+
+
 def _line(kind: str, obj: dict[str, Any]) -> bytes:
     return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
 
@@ -147,12 +151,14 @@ def watch_stream(app: App, wr: WatchRequest) -> Iterator[bytes]:
             return
         until = min(deadline, next_bookmark) if wr.bookmarks else deadline
         try:
-            events = hub.after(cursor, max(0.0, until - now), drops)
+            events = hub.after(cursor, max(0.0, min(until - now, HEARTBEAT)), drops)
         except TooOld as e:
             yield _expired(cursor, e.oldest)
             return
         if events is None:
             return
+        if not events:
+            yield b""  # nothing to send: lets the transport notice a client that went away
         for ev in events:
             cursor = ev.rv
             seen = wr.translate(ev)
