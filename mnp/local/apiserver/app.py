@@ -29,6 +29,7 @@ from mnp.local.apiserver.watchstream import WatchRequest, watch_stream
 
 log = logging.getLogger(__name__)
 ADMIN_PATH = "/mnp-admin/faults"
+SELF_REVIEWS = frozenset({"selfsubjectaccessreviews", "selfsubjectrulesreviews", "selfsubjectreviews"})
 PUBLIC = frozenset({"/version", "/healthz", "/livez", "/readyz"})
 TABLE_V1 = "application/json;as=Table;v=v1;g=meta.k8s.io"
 TABLE_V1BETA1 = "application/json;as=Table;v=v1beta1;g=meta.k8s.io"
@@ -159,7 +160,8 @@ class App:
         ns = route.namespace or ""
         verb = _verb(req, route)
         attrs = rbac.Attributes(verb, t.group, t.plural, route.sub, ns if t.namespaced else "", route.name)
-        if not rbac.allowed(self.store.storage, user, attrs):
+        # Every authenticated user may ask about itself (the system:basic-user ClusterRole).
+        if t.plural not in SELF_REVIEWS and not rbac.allowed(self.store.storage, user, attrs):
             raise rbac.forbidden(user, attrs)
         if t.plural in VIRTUAL:
             return self._review(t, req, user)
