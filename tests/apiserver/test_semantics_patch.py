@@ -1,0 +1,130 @@
+"""Patch semantics: strategic merge for built-in kinds (keyed lists and directives), server-side
+apply (create, merge, managed fields, dropped fields removed), and label/field selectors on lists."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.apiserver.conftest import dollar_keys, running_apiserver, unique
+from tests.apiserver.test_semantics_support import Http, crd, install, iter_names, namespace, widget
+
+SMP = "application/strategic-merge-patch+json"
+APPLY = "application/apply-patch+yaml"
+W = "/apis/example.com/v1"
+
+
+@pytest.fixture(scope="module")
+def h() -> Iterator[Http]:
+    with running_apiserver() as server:
+        http = Http(server)
+        install(http, crd("example.com", "widgets", "Widget"))
+        yield http
+
+
+@pytest.fixture
+def ns(h: Http) -> str:
+    return namespace(h, unique("patch"))
+
+
+def pod(name: str) -> dict[str, object]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "finalizers": ["a/x"]},
+            "spec": {"containers": [
+                {"name": "web", "image": "web:1", "ports": [{"containerPort": 80}],
+                 "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+                {"name": "side", "image": "side:1"}]}}
+
+
+def test_strategic_merge_merges_containers_env_and_ports_by_key(h: Http, ns: str) -> None:
+    h.create(f"/api/v1/namespaces/{ns}/pods", pod("p"))
+    got = h.ok("PATCH", f"/api/v1/namespaces/{ns}/pods/p", {"metadata": {"finalizers": ["b/y"]}, "spec": {
+        "containers": [{"name": "web", "image": "web:2", "env": [{"name": "B", "value": "3"}],
+                        "ports": [{"containerPort": 443}]}]}}, ctype=SMP)
+    web, side = got["spec"]["containers"]
+    assert (web["image"], side["image"]) == ("web:2", "side:1")
+    assert web["env"] == [{"name": "A", "value": "1"}, {"name": "B", "value": "3"}]
+    assert [p["containerPort"] for p in web["ports"]] == [80, 443]
+    assert got["metadata"]["finalizers"] == ["a/x", "b/y"]
+
+
+def test_strategic_merge_directives_are_applied_never_stored(h: Http, ns: str) -> None:
+    h.create(f"/api/v1/namespaces/{ns}/pods", pod("d"))
+    got = h.ok("PATCH", f"/api/v1/namespaces/{ns}/pods/d", {
+        "metadata": {"$deleteFromPrimitiveList/finalizers": ["a/x"]},
+        "spec": {"$setElementOrder/containers": [{"name": "side"}, {"name": "web"}],
+                 "containers": [{"name": "web", "env": [{"$patch": "delete", "name": "A"}], "image": None,
+                                 "$setElementOrder/env": [{"name": "B"}]}]}}, ctype=SMP)
+    assert [c["name"] for c in got["spec"]["containers"]] == ["side", "web"]
+    web = got["spec"]["containers"][1]
+    assert "image" not in web and web["env"] == [{"name": "B", "value": "2"}]
+    assert got["metadata"].get("finalizers", []) == []
+    assert dollar_keys(got) == []
+    replaced = h.ok("PATCH", f"/api/v1/namespaces/{ns}/pods/d",
+                    {"spec": {"containers": [{"name": "only", "image": "o"}, {"$patch": "replace"}]}}, ctype=SMP)
+    assert [c["name"] for c in replaced["spec"]["containers"]] == ["only"] and dollar_keys(replaced) == []
+
+
+def test_strategic_merge_of_pod_status_conditions_merges_by_type(h: Http, ns: str) -> None:
+    h.create(f"/api/v1/namespaces/{ns}/pods", pod("c"))
+    path = f"/api/v1/namespaces/{ns}/pods/c/status"
+    h.ok("PATCH", path, {"status": {"conditions": [{"type": "Ready", "status": "False"},
+                                                   {"type": "PodScheduled", "status": "True"}]}}, ctype=SMP)
+    got = h.ok("PATCH", path, {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}, ctype=SMP)
+    assert {c["type"]: c["status"] for c in got["status"]["conditions"]} == {"Ready": "True", "PodScheduled": "True"}
+
+
+def test_server_side_apply_creates_merges_and_removes_fields_its_manager_dropped(h: Http, ns: str) -> None:
+    path = f"{W}/namespaces/{ns}/widgets/ssa"
+    first = widget("ssa", labels={"keep": "1", "drop": "1"})
+    first["spec"] = {"size": 2, "color": "red"}
+    status, made, _ = h.call("PATCH", path, first, ctype=APPLY, params={"fieldManager": "tool"})
+    assert status == 201 and made["metadata"]["generation"] == 1
+    h.ok("PATCH", path, {"metadata": {"labels": {"other": "x"}}}, ctype="application/merge-patch+json")
+    second = widget("ssa", labels={"keep": "1"})
+    second["spec"] = {"size": 3}
+    got = h.ok("PATCH", path, second, ctype=APPLY, params={"fieldManager": "tool"})
+    assert got["spec"] == {"size": 3} and got["metadata"]["generation"] == 2
+    assert got["metadata"]["labels"] == {"keep": "1", "other": "x"}
+    entry = next(m for m in got["metadata"]["managedFields"] if m["manager"] == "tool")
+    assert entry["operation"] == "Apply" and entry["fieldsType"] == "FieldsV1"
+    assert "f:size" in entry["fieldsV1"]["f:spec"]
+    status, err, _ = h.call("PATCH", path, second, ctype=APPLY)
+    assert status == 400 and "fieldManager" in err["message"]
+
+
+def test_server_side_apply_accepts_yaml_bodies_for_built_ins(h: Http, ns: str) -> None:
+    doc = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y\ndata:\n  k: v\n"
+    status, made, _ = h.call("PATCH", f"/api/v1/namespaces/{ns}/configmaps/y", doc, ctype=APPLY,
+                             params={"fieldManager": "kubectl", "force": "false"})
+    assert status == 201 and made["data"] == {"k": "v"}
+
+
+def test_label_selectors_support_every_operator(h: Http, ns: str) -> None:
+    labels = {"a": {"tier": "web", "env": "prod"}, "b": {"tier": "db", "env": "prod"}, "c": {"tier": "web"},
+              "d": {}}
+    for name, lab in labels.items():
+        h.create(f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": name, "labels": lab}})
+    cases = {
+        "tier=web": ["a", "c"], "tier==web": ["a", "c"], "tier!=web": ["b", "d"], "tier in (web,db)": ["a", "b", "c"],
+        "tier notin (web)": ["b", "d"], "env": ["a", "b"], "!env": ["c", "d"], "tier=web,env=prod": ["a"],
+    }
+    for selector, want in cases.items():
+        got = h.get(f"/api/v1/namespaces/{ns}/configmaps", params={"labelSelector": selector})["items"]
+        assert list(iter_names(got)) == want, selector
+    status, body, _ = h.call("GET", f"/api/v1/namespaces/{ns}/configmaps", params={"labelSelector": "a b c"})
+    assert status == 400
+
+
+def test_field_selectors_on_names_namespaces_and_pod_fields(h: Http, ns: str) -> None:
+    for name, node in (("p1", "node-1"), ("p2", "node-2")):
+        body = pod(name)
+        body["spec"]["nodeName"] = node  # type: ignore[index]
+        h.create(f"/api/v1/namespaces/{ns}/pods", body)
+    sel = {"spec.nodeName=node-1": ["p1"], "spec.nodeName!=node-1": ["p2"], "metadata.name=p2": ["p2"],
+           f"metadata.namespace={ns},status.phase=Pending": ["p1", "p2"], "metadata.name=p1,metadata.name=p1": ["p1"]}
+    for selector, want in sel.items():
+        got = h.get("/api/v1/pods", params={"fieldSelector": selector})["items"]
+        assert [i["metadata"]["name"] for i in got if i["metadata"]["namespace"] == ns] == want, selector
+    status, body, _ = h.call("GET", f"{W}/widgets", params={"fieldSelector": "spec.size=1"})
+    assert status == 400 and body["message"] == "field label not supported: spec.size"
