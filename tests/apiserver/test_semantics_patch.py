@@ -128,3 +128,20 @@ def test_field_selectors_on_names_namespaces_and_pod_fields(h: Http, ns: str) ->
         assert [i["metadata"]["name"] for i in got if i["metadata"]["namespace"] == ns] == want, selector
     status, body, _ = h.call("GET", f"{W}/widgets", params={"fieldSelector": "spec.size=1"})
     assert status == 400 and body["message"] == "field label not supported: spec.size"
+
+
+def test_events_written_through_events_k8s_io_are_core_events_too(h: Http, ns: str) -> None:
+    made = h.create(f"/apis/events.k8s.io/v1/namespaces/{ns}/events", {
+        "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e1"},
+        "eventTime": "2026-11-25T12:00:00.000000Z", "reportingController": "mnp.dev/agent",
+        "reportingInstance": "agent-node-1", "action": "Apply", "reason": "Applied", "type": "Normal",
+        "note": "ruleset applied", "regarding": {"kind": "Pod", "namespace": ns, "name": "web-1"}})
+    assert made["apiVersion"] == "events.k8s.io/v1" and made["note"] == "ruleset applied"
+    core = h.get(f"/api/v1/namespaces/{ns}/events", params={"fieldSelector": "involvedObject.name=web-1"})["items"]
+    assert [(e["message"], e["involvedObject"]["kind"], e["reportingComponent"]) for e in core] == [
+        ("ruleset applied", "Pod", "mnp.dev/agent")]
+    new = h.get(f"/apis/events.k8s.io/v1/namespaces/{ns}/events", params={"fieldSelector": "regarding.name=web-1"})
+    assert [e["regarding"]["name"] for e in new["items"]] == ["web-1"] and new["items"][0]["kind"] == "Event"
+    patched = h.ok("PATCH", f"/apis/events.k8s.io/v1/namespaces/{ns}/events/e1", {"note": "again"},
+                   ctype="application/merge-patch+json")
+    assert patched["note"] == "again" and h.get(f"/api/v1/namespaces/{ns}/events/e1")["message"] == "again"

@@ -117,8 +117,7 @@ def new_metadata(obj: dict[str, Any], t: ResourceType, ns: str, now: datetime.da
         meta["namespace"] = ns
     else:
         meta.pop("namespace", None)
-    obj["apiVersion"] = t.api_version
-    obj["kind"] = t.kind
+    obj["apiVersion"], obj["kind"] = t.storage_api_version
 
 
 def reset_status_on_create(t: ResourceType, obj: dict[str, Any]) -> None:

@@ -41,6 +41,13 @@ class ResourceType:
         return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
+    def storage_api_version(self) -> tuple[str, str]:
+        """apiVersion and kind objects of this type are stored with (events.k8s.io Events are core)."""
+        if self.group == "events.k8s.io" and self.plural == "events":
+            return "v1", "Event"
+        return self.api_version, self.kind
+
+    @property
     def gv_path(self) -> str:
         return f"apis/{self.group}/{self.version}" if self.group else f"api/{self.version}"
 
@@ -95,7 +102,7 @@ BUILTINS: tuple[ResourceType, ...] = (
         True,
         short_names=("ev",),
         storage=("", "events"),
-        fields=sel.EVENT_FIELDS,
+        fields=sel.NEW_EVENT_FIELDS,
     ),
     _b("coordination.k8s.io", "v1", "leases", "Lease", True),
     _b(

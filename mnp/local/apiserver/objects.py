@@ -17,6 +17,7 @@ from typing import Any
 
 from mnp.local.apiserver import admission as adm
 from mnp.local.apiserver import apply as ssa
+from mnp.local.apiserver import events
 from mnp.local.apiserver import patch as patches
 from mnp.local.apiserver import schema as structural
 from mnp.local.apiserver.catalog import Catalog, ResourceType
@@ -96,6 +97,8 @@ class Store:
         """The stored object as this type's version presents it (CRD versions share storage)."""
         if obj.get("apiVersion") == t.api_version:
             return obj
+        if events.is_new_api(t.group, t.plural):
+            return events.from_core(obj)
         return {**obj, "apiVersion": t.api_version, "kind": t.kind}
 
     def get(self, t: ResourceType, ns: str, name: str) -> dict[str, Any]:
@@ -173,6 +176,8 @@ class Store:
         if not isinstance(body, dict):
             raise StatusError(400, "the body of the request could not be decoded as an object")
         obj = copy.deepcopy(body)
+        if events.is_new_api(t.group, t.plural):
+            obj = {**events.to_core(obj), "apiVersion": obj.get("apiVersion"), "kind": obj.get("kind")}
         if not isinstance(obj.get("metadata", {}), dict):
             raise StatusError(400, "metadata must be an object")
         obj.setdefault("metadata", {})
@@ -245,7 +250,9 @@ class Store:
                 else:
                     new.pop("status", None)
             adm.check_metadata(t, new)
-        new["apiVersion"], new["kind"] = t.api_version, t.kind
+        if events.is_new_api(t.group, t.plural):
+            new = events.to_core(new)
+        new["apiVersion"], new["kind"] = t.storage_api_version
         new, warnings = adm.validate_custom(t, new, opts.field_validation)
         opts.warnings.extend(warnings)
         new = self.lifecycle.before_update(t, old, new)

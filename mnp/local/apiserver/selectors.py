@@ -133,6 +133,16 @@ EVENT_FIELDS: dict[str, Getter] = {
     "source": _path("source", "component"),
     "reportingComponent": _path("reportingComponent"),
 }
+# events.k8s.io/v1 names for the same (core-stored) fields.
+NEW_EVENT_FIELDS: dict[str, Getter] = {
+    **{
+        f"regarding.{k}": _path("involvedObject", k)
+        for k in ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
+    },
+    "reason": _path("reason"),
+    "type": _path("type"),
+    "reportingController": _path("reportingComponent"),
+}
 NAMESPACE_FIELDS: dict[str, Getter] = {"status.phase": _path("status", "phase")}
 NODE_FIELDS: dict[str, Getter] = {
     "spec.unschedulable": lambda o: "true" if (o.get("spec") or {}).get("unschedulable") else "false"
