@@ -190,3 +190,45 @@ def copy_server_metadata(old: dict[str, Any], new: dict[str, Any]) -> None:
     nm.pop("selfLink", None)
     if "managedFields" not in nm and "managedFields" in om:
         nm["managedFields"] = copy.deepcopy(om["managedFields"])
+
+
+# Built-in Time fields (RFC 3339, whole seconds) and MicroTime fields (six fractional digits); the real
+# server decodes them into Go types, so "+00:00" offsets and other precisions come back normalised.
+_TIME_FIELDS = frozenset(
+    {
+        "creationTimestamp",
+        "deletionTimestamp",
+        "time",
+        "firstTimestamp",
+        "lastTimestamp",
+        "lastProbeTime",
+        "lastTransitionTime",
+        "startTime",
+        "startedAt",
+        "finishedAt",
+        "lastHeartbeatTime",
+        "lastUpdateTime",
+        "lastScaleTime",
+    }
+)
+_MICRO_FIELDS = frozenset({"acquireTime", "renewTime", "eventTime", "lastObservedTime"})
+
+
+def normalize_times(value: Any) -> Any:
+    """Rewrite the Time and MicroTime fields of a built-in object in their canonical text form."""
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            if isinstance(sub, str) and (key in _TIME_FIELDS or key in _MICRO_FIELDS):
+                parsed = parse_time(sub)
+                if parsed is not None:
+                    if parsed.tzinfo is None:
+                        parsed = parsed.replace(tzinfo=datetime.UTC)
+                    parsed = parsed.astimezone(datetime.UTC)
+                    fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if key in _MICRO_FIELDS else "%Y-%m-%dT%H:%M:%SZ"
+                    value[key] = parsed.strftime(fmt)
+            else:
+                normalize_times(sub)
+    elif isinstance(value, list):
+        for item in value:
+            normalize_times(item)
+    return value

@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 import select
-import socket
 import ssl
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -129,22 +128,21 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         self.end_headers()
         self.wfile.flush()
-        self.close_connection = True
         try:
             for chunk in resp.stream:
                 if not chunk:
                     if self._client_gone():
-                        break
+                        self.close_connection = True
+                        return
                     continue
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 self.wfile.flush()
+            # A watch that ended (timeout, drop) leaves the connection usable, as on the real server.
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except (OSError, ssl.SSLError):
-            pass
+            self.close_connection = True
         finally:
             close = getattr(resp.stream, "close", None)
             if close is not None:
                 close()
-            with contextlib.suppress(OSError):
-                self.request.shutdown(socket.SHUT_RDWR)

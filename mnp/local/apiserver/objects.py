@@ -167,6 +167,8 @@ class Store:
                 raise already_exists(t.group, t.plural, meta["name"])
             adm.new_metadata(obj, t, ns, self.clock())
             adm.reset_status_on_create(t, obj)
+            if t.builtin:
+                adm.normalize_times(obj)
             obj, warnings = adm.validate_custom(t, obj, opts.field_validation)
             opts.warnings.extend(warnings)
             obj = self.lifecycle.before_create(t, obj)
@@ -255,6 +257,8 @@ class Store:
         new["apiVersion"], new["kind"] = t.storage_api_version
         new, warnings = adm.validate_custom(t, new, opts.field_validation)
         opts.warnings.extend(warnings)
+        if t.builtin:
+            adm.normalize_times(new)
         new = self.lifecycle.before_update(t, old, new)
         if (
             _meta(new).get("deletionTimestamp")
