@@ -37,6 +37,7 @@ from dp_traffic import Pod, Procs
 
 CLIENT_IP, SERVER_IP, REF_IP = "192.0.2.2", "192.0.2.1", "192.0.2.3"
 CLIENT_CIDR = "192.0.2.0/30"
+DENIED_IP = "192.0.2.9"  # a second client address that no ruleset allows
 BIG = rulesets.Shape(peers=10_000, cidrs=1_000, policies=100)
 SETTLE_S = 1.0  # after a load, before the first sample
 # A sample's rate is its best sub-window: other jobs on this shared 2-core VM steal CPU0 from the
@@ -62,6 +63,7 @@ class RowSpec:
     name: str
     description: str
     script: Callable[[str], str] | None  # node name -> nft script for srv; None = no table
+    bulk: bool = True  # also measure bulk TCP (it takes the longest; the contrast rows skip it)
 
 
 def render_mnp(shape: rulesets.Shape, client_cidr: str | None = None) -> Callable[[str], str]:
@@ -87,12 +89,14 @@ ROWS = (
         "mnp-1-cidr",
         f"as mnp-1, client via CIDR {CLIENT_CIDR}",
         render_mnp(rulesets.Shape(1, 1, 1), CLIENT_CIDR),
+        bulk=False,
     ),
     RowSpec("mnp-big-cidr", f"as mnp-big, client via CIDR {CLIENT_CIDR}", render_mnp(BIG, CLIENT_CIDR)),
     RowSpec(
         "linear-1k",
         "1,000 rules `ip saddr X accept` after ct",
         lambda _n: rulesets.linear_script(999, CLIENT_IP),
+        bulk=False,
     ),
     RowSpec(
         "linear-10k",
@@ -180,10 +184,17 @@ class Bench:
             for new in (False, True):
                 cfg = self._config(pod, new)
                 cfg.write_text(traffic.trafgen_config(self.cli, pod, rulesets.PROBE_UDP_PORT, new))
+        traffic.run(self.cli.netns, ["ip", "addr", "add", f"{DENIED_IP}/24", "dev", self.cli.ifname])
         time.sleep(0.5)
         for pod in (self.srv, self.ref):
-            if not traffic.probe_exchange(self.cli, pod, rulesets.PROBE_UDP_PORT):
-                raise RuntimeError(f"no UDP echo from {pod.name} ({pod.ip}) without any table")
+            for source in (None, DENIED_IP):
+                if not traffic.probe_exchange(self.cli, pod, rulesets.PROBE_UDP_PORT, source=source):
+                    raise RuntimeError(f"no UDP echo from {pod.name} ({pod.ip}) without any table")
+
+    def enforces(self) -> bool:
+        """Whether the table now in srv drops the probe from an address it does not allow."""
+        port = rulesets.PROBE_UDP_PORT
+        return not traffic.probe_exchange(self.cli, self.srv, port, tries=2, source=DENIED_IP)
 
     def _config(self, pod: Pod, new: bool) -> Path:
         return self.workdir / f"trafgen-{pod.name}-{'new' if new else 'est'}.cfg"
@@ -204,13 +215,15 @@ class Bench:
                 script = scripts[r.name]
                 if script:
                     loads[r.name].append(self.tables.load(script))
+                    if rep == 0 and not self.enforces():
+                        res.flags.append(f"{DENIED_IP} got through: the table does not enforce")
                     time.sleep(SETTLE_S)
                 try:
                     srv_first = (rep + i) % 2 == 0
                     if rep < self.s.reps:
                         res.established.append(self.pps_pair(False, srv_first, res.ct))
                         res.new_flows.append(self.pps_pair(True, not srv_first, res.ct))
-                    if rep < self.s.bulk_reps:
+                    if rep < self.s.bulk_reps and r.bulk:
                         res.bulk.append(self.bulk_pair(srv_first))
                 finally:
                     self.tables.unload()
@@ -313,7 +326,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="one short repetition of everything (checks the harness)"
     )
     p.add_argument("--reps", type=int, help="paired pps samples per row (default 8, quick 1)")
-    p.add_argument("--bulk-reps", type=int, help="paired iperf3 samples per row (default 4, quick 1)")
+    p.add_argument("--bulk-reps", type=int, help="paired iperf3 samples per row (default 6, quick 1)")
     p.add_argument("--bulk-seconds", type=float, help="iperf3 duration (default 3, quick 1)")
     p.add_argument("--window", type=float, help="pps measuring window in s (default 1.5, quick 1.0)")
     p.add_argument("--rows", help=f"comma list of rows (default all: {','.join(r.name for r in ROWS)})")
@@ -334,7 +347,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         window_s=args.window if args.window is not None else (1.0 if q else 1.5),
         sub_s=SUB_WINDOW_S,
         nice=args.nice,
-        bulk_reps=args.bulk_reps if args.bulk_reps is not None else (1 if q else 4),
+        bulk_reps=args.bulk_reps if args.bulk_reps is not None else (1 if q else 6),
         bulk_s=args.bulk_seconds if args.bulk_seconds is not None else (1.0 if q else 3.0),
         rows=rows,
     )

@@ -73,6 +73,7 @@ class RowResult:
     established: list[Pair] = field(default_factory=list)
     new_flows: list[Pair] = field(default_factory=list)
     bulk: list[Pair] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
 
 
 def median_ratio(pairs: list[Pair], stat: str = "best") -> float | None:
@@ -178,6 +179,7 @@ def markdown(rows: list[RowResult], meta: dict[str, Any]) -> str:
         for p in getattr(r, kind)
         if p.flags
     ]
+    flagged += [(r.name, "table", [f]) for r in rows for f in r.flags]
     if flagged:
         out.append("")
         out.append("⚑ flagged samples:")
@@ -214,6 +216,7 @@ def to_json(rows: list[RowResult], meta: dict[str, Any]) -> dict[str, Any]:
                 "ct": r.ct,
                 "load_ms": r.load_ms,
                 "script_bytes": r.script_bytes,
+                "flags": r.flags,
                 "established": pairs(r.established),
                 "new_flows": pairs(r.new_flows),
                 "bulk": pairs(r.bulk),

@@ -146,13 +146,16 @@ def add_anyip(pod: Pod) -> None:
     run(pod.netns, ["ip", "route", "add", "local", f"{NEW_FLOW_NET}.0/24", "dev", "lo"])
 
 
-def probe_exchange(client: Pod, server: Pod, port: int, tries: int = 5) -> bool:
-    """One datagram each way on the probe tuple, so conntrack sees the flow as established."""
+def probe_exchange(client: Pod, server: Pod, port: int, tries: int = 5, source: str | None = None) -> bool:
+    """One datagram each way on the probe tuple, so conntrack sees the flow as established.
+
+    With `source`, from that other address of the client instead (to check that the table denies it).
+    """
     with entered(client.netns):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((client.ip, PROBE_SPORT))
+        s.bind((source or client.ip, PROBE_SPORT))
         s.settimeout(0.3)
         for _ in range(tries):
             s.sendto(b"PING", (server.ip, port))
