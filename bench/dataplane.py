@@ -405,7 +405,10 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
         if left := leftovers(prefix):
-            print(f"warning: namespaces left behind: {left}", file=sys.stderr)
+            from mnp.local.nodes.fabric import remove_leftovers
+
+            print(f"warning: removing namespaces left behind: {left}", file=sys.stderr)
+            remove_leftovers(prefix)
     meta = {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join(["bench/dataplane.py", *(argv if argv is not None else sys.argv[1:])]),
