@@ -373,7 +373,7 @@ def _exit_on_signal(signum: int, _frame: Any) -> None:
 
 def leftovers(prefix: str) -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return [ln.split()[0] for ln in out.splitlines() if ln.startswith(prefix)]
+    return [ln.split()[0] for ln in out.splitlines() if ln.startswith(prefix + "-")]
 
 
 def main(argv: list[str] | None = None) -> int:
