@@ -58,6 +58,7 @@ class ApiServer:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    ready_seconds: float = 0.0  # how long the last start took until ready
     _stderr_paths: list[Path] = field(default_factory=list)
 
     @property
@@ -70,6 +71,7 @@ class ApiServer:
 
     def start(self) -> None:
         self.starts += 1
+        started = time.monotonic()
         stderr_path = self.dir.parent / f"apiserver-{self.starts}.stderr"
         self._stderr_paths.append(stderr_path)
         with open(stderr_path, "wb") as err:
@@ -80,6 +82,7 @@ class ApiServer:
                 start_new_session=True,  # its own process group, so teardown kills children too
             )
         self._wait_ready()
+        self.ready_seconds = time.monotonic() - started
 
     def stderr(self) -> str:
         if not self._stderr_paths:

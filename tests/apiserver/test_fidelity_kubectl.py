@@ -183,6 +183,14 @@ def test_upstream_crds_load_unchanged_and_mnp_crds_replace_them_in_place(
         assert kc.json("get", "multi-policy", "web-policy", "-n", "up")["status"] == {"observedGeneration": 1}
 
 
+def test_explain_shows_the_crd_schema(kc: Kubectl) -> None:
+    kc("api-resources", "--api-group=mnp.dev")  # as a user would after installing CRDs: fresh discovery
+    out = kc("explain", "pnr.spec.node").stdout
+    assert re.search(r"^KIND:\s+PodNetworkRuleset$", out, re.M) and "Node of the pod." in out, out
+    out = kc("explain", "pnr.status.conditions.status").stdout
+    assert "True, False or Unknown." in out, out
+
+
 def test_category_mnp_lists_both_kinds(kc: Kubectl, ns: str) -> None:
     kc("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(ruleset("cat-0", ns)))
     mnp = yaml.safe_load((SAMPLES / "mnp.yaml").read_text())

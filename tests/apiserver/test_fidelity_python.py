@@ -701,6 +701,12 @@ def test_a_client_made_before_a_restart_keeps_working_after_it(apiserver: ApiSer
     assert core.read_namespaced_config_map("before", "default").metadata.name == "before"
 
 
+def test_the_server_starts_in_under_two_seconds(apiserver: ApiServer) -> None:
+    assert apiserver.ready_seconds < 2.0, f"first start (CA, certificate, empty store) took {apiserver.ready_seconds:.2f}s"
+    apiserver.restart(crash=False)
+    assert apiserver.ready_seconds < 2.0, f"restart took {apiserver.ready_seconds:.2f}s"
+
+
 def test_sigterm_stops_the_server(apiserver: ApiServer) -> None:
     started = time.monotonic()
     code = apiserver.terminate()
