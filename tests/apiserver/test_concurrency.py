@@ -82,18 +82,21 @@ def python_watcher(server: ApiServer, stream: Stream, **kwargs: Any) -> threadin
 def kr8s_watcher(server: ApiServer, stream: Stream, since: str) -> threading.Thread:
     async def follow() -> None:
         api = await kr8s.asyncio.api(kubeconfig=str(server.kubeconfig), namespace=NS)
-        events = api.watch("pnr", namespace=NS, since=since)
+        # async_watch is what api.watch wraps; closing it directly ends its HTTP stream in this task
+        # (closing the wrapper leaves the inner generator to the loop's shutdown, in another task).
+        events = api.async_watch("pnr", namespace=NS, since=since)
         try:
-            async for kind, obj in events:
-                stream.events.append((kind, obj.raw))
-                if kind == "ADDED" and obj.name == SENTINEL:
-                    return
+            async with asyncio.timeout(90):
+                async for kind, obj in events:
+                    stream.events.append((kind, obj.raw))
+                    if kind == "ADDED" and obj.name == SENTINEL:
+                        return
         finally:
             await events.aclose()
 
     def run() -> None:
         try:
-            asyncio.run(asyncio.wait_for(follow(), 90))
+            asyncio.run(follow())
         except BaseException as exc:
             stream.error = exc
         finally:

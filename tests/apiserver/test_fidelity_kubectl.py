@@ -23,7 +23,6 @@ import yaml
 from tests.apiserver.conftest import (
     CRDS_DIR,
     K8S_AGE,
-    KUBECTL,
     MANIFESTS,
     ApiServer,
     Kubectl,
@@ -129,7 +128,6 @@ def background() -> Iterator[list[subprocess.Popen[str]]]:
 def test_kubectl_is_the_pinned_wheel_and_talks_to_the_server(kc: Kubectl) -> None:
     out = json.loads(kc("version", "-o", "json").stdout)
     client_minor = int(out["clientVersion"]["minor"].rstrip("+"))
-    assert str(KUBECTL).endswith(".venv/bin/kubectl") or KUBECTL.parent.name == "bin"
     assert 32 <= client_minor <= 37, out["clientVersion"]
     assert out["serverVersion"]["major"] == "1" and out["serverVersion"]["gitVersion"].startswith("v1.")
 
