@@ -276,6 +276,38 @@ def test_server_side_apply_creates_then_updates_and_records_the_manager(
     assert ("kubectl", "Apply") in managers
 
 
+def test_server_dry_run_answers_and_stores_nothing(kc: Kubectl, ns: str, tmp_path: Path) -> None:
+    path = write(tmp_path, "d.yaml", ruleset("dry-0", ns))
+    out = kc("apply", "--dry-run=server", "-f", str(path)).stdout
+    assert out.strip() == "podnetworkruleset.mnp.dev/dry-0 created (server dry run)"
+    assert kc("get", "pnr", "-n", ns, "-o", "name").stdout == ""
+    kc("apply", "-f", str(path))
+    out = kc("delete", "--dry-run=server", "-f", str(path)).stdout
+    assert "(server dry run)" in out
+    assert kc("get", "pnr", "dry-0", "-n", ns, "-o", "name").stdout.strip() == "podnetworkruleset.mnp.dev/dry-0"
+
+
+def test_replace_label_and_annotate(kc: Kubectl, ns: str, tmp_path: Path) -> None:
+    body = ruleset("rl-0", ns)
+    kc("create", "-f", str(write(tmp_path, "a.yaml", body)))
+    body["spec"]["node"] = "node-5"
+    # kubectl replace fills in the live resourceVersion itself when the file has none.
+    out = kc("replace", "-f", str(write(tmp_path, "b.yaml", body))).stdout
+    assert out.strip() == "podnetworkruleset.mnp.dev/rl-0 replaced"
+    kc("label", "pnr", "rl-0", "-n", ns, "team=net")
+    kc("annotate", "pnr", "rl-0", "-n", ns, "note=hello")
+    live = kc.json("get", "pnr", "rl-0", "-n", ns)
+    assert live["spec"]["node"] == "node-5" and live["metadata"]["generation"] == 2
+    assert live["metadata"]["labels"]["team"] == "net" and live["metadata"]["annotations"]["note"] == "hello"
+    kc("label", "pnr", "rl-0", "-n", ns, "team-")
+    kc("annotate", "pnr", "rl-0", "-n", ns, "note-")
+    live = kc.json("get", "pnr", "rl-0", "-n", ns)
+    assert "team" not in live["metadata"]["labels"] and "note" not in live["metadata"].get("annotations", {})
+    assert live["metadata"]["generation"] == 2
+    taken = kc("label", "pnr", "rl-0", "-n", ns, "mnp.dev/node=node-9", check=False)
+    assert taken.returncode != 0 and "already has a value" in taken.stderr
+
+
 def test_apply_rejects_an_unknown_field_and_a_schema_violation(kc: Kubectl, ns: str, tmp_path: Path) -> None:
     unknown = ruleset("bad-0", ns)
     unknown["spec"]["bogus"] = 1

@@ -782,3 +782,25 @@ def test_a_watch_from_a_version_older_than_the_history_gets_410_and_a_relist_rec
     threading.Thread(target=write_later, daemon=True).start()
     events = collect(core.list_namespaced_config_map, "default", resource_version=listed.metadata.resource_version)
     assert done.is_set() and [(e["type"], e["object"].metadata.name) for e in events] == [("ADDED", "later")]
+
+
+def test_a_forced_410_makes_the_client_raise_after_one_retry_and_a_relist_recovers(module_apiserver: ApiServer,
+                                                                                  core: client.CoreV1Api,
+                                                                                  ns: str) -> None:
+    listed = core.list_namespaced_config_map(ns)
+    module_apiserver.faults({"watchGone": True})
+    try:
+        with pytest.raises(ApiException) as exc:
+            # No timeoutSeconds: the client retries a 410 once from the same version, then raises.
+            for _ in watch.Watch().stream(core.list_namespaced_config_map, ns,
+                                          resource_version=listed.metadata.resource_version, _request_timeout=10):
+                pass
+        assert exc.value.status == 410
+    finally:
+        module_apiserver.faults({"reset": True})
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "after-410", "labels": {"t": "1"}}})
+    relisted = core.list_namespaced_config_map(ns, label_selector="t=1")
+    assert [c.metadata.name for c in relisted.items] == ["after-410"]
+    events = collect(core.list_namespaced_config_map, ns, label_selector="t=1",
+                     resource_version=relisted.metadata.resource_version, seconds=1)
+    assert events == []
