@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import select
+import socket
 import ssl
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,6 +34,8 @@ class ApiHTTPServer(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = self.socket.accept()
+        # Small responses and watch lines must not wait for the client's delayed ACK (Nagle).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
 
@@ -101,8 +104,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         for k, v in resp.headers.items():
             self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
+        # Headers and body in one write: one TLS record and one segment per small answer.
+        self._headers_buffer.append(b"\r\n" + body)  # type: ignore[attr-defined]
+        self.flush_headers()
 
     def _client_gone(self) -> bool:
         """True once the client closed its end (watch clients never send anything after the request)."""

@@ -58,6 +58,8 @@ def start(directory: Path, address: str = "127.0.0.1:0") -> Running:
     """Start serving from `directory` and write its kubeconfig once the socket accepts requests."""
     host, port = parse_address(address)
     creds = tls.ensure_credentials(directory)
+    # A kubeconfig left by an earlier run would announce readiness too early (and maybe the wrong port).
+    (directory / "kubeconfig").unlink(missing_ok=True)
     storage = Storage(directory / "state.db")
     catalog = Catalog()
     hub = WatchHub(storage.rv)
