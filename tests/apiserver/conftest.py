@@ -212,7 +212,8 @@ def module_apiserver() -> Iterator[ApiServer]:
 
 # ---- kubectl -------------------------------------------------------------------------------------
 
-KUBECTL = Path(sys.executable).parent / "kubectl"
+# The pinned wheel's kubectl; MNP_TEST_KUBECTL points the same tests at another build (e.g. 1.32).
+KUBECTL = Path(os.environ.get("MNP_TEST_KUBECTL") or Path(sys.executable).parent / "kubectl")
 
 
 @dataclass
