@@ -36,12 +36,22 @@ def pod(name: str) -> dict[str, object]:
                 {"name": "side", "image": "side:1"}]}}
 
 
+def deployment(name: str) -> dict[str, object]:
+    """A Deployment whose pod template is `pod(name)`: its spec may change, unlike a pod's."""
+    p = pod(name)
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": p["metadata"],
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": p["spec"]}}}
+
+
 def test_strategic_merge_merges_containers_env_and_ports_by_key(h: Http, ns: str) -> None:
-    h.create(f"/api/v1/namespaces/{ns}/pods", pod("p"))
-    got = h.ok("PATCH", f"/api/v1/namespaces/{ns}/pods/p", {"metadata": {"finalizers": ["b/y"]}, "spec": {
-        "containers": [{"name": "web", "image": "web:2", "env": [{"name": "B", "value": "3"}],
-                        "ports": [{"containerPort": 443}]}]}}, ctype=SMP)
-    web, side = got["spec"]["containers"]
+    h.create(f"/apis/apps/v1/namespaces/{ns}/deployments", deployment("p"))
+    got = h.ok("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/p", {"metadata": {"finalizers": ["b/y"]},
+               "spec": {"template": {"spec": {
+                   "containers": [{"name": "web", "image": "web:2", "env": [{"name": "B", "value": "3"}],
+                                   "ports": [{"containerPort": 443}]}]}}}}, ctype=SMP)
+    assert got["metadata"]["generation"] == 2
+    web, side = got["spec"]["template"]["spec"]["containers"]
     assert (web["image"], side["image"]) == ("web:2", "side:1")
     assert web["env"] == [{"name": "A", "value": "1"}, {"name": "B", "value": "3"}]
     assert [p["containerPort"] for p in web["ports"]] == [80, 443]
@@ -49,20 +59,23 @@ def test_strategic_merge_merges_containers_env_and_ports_by_key(h: Http, ns: str
 
 
 def test_strategic_merge_directives_are_applied_never_stored(h: Http, ns: str) -> None:
-    h.create(f"/api/v1/namespaces/{ns}/pods", pod("d"))
-    got = h.ok("PATCH", f"/api/v1/namespaces/{ns}/pods/d", {
+    h.create(f"/apis/apps/v1/namespaces/{ns}/deployments", deployment("d"))
+    path = f"/apis/apps/v1/namespaces/{ns}/deployments/d"
+    got = h.ok("PATCH", path, {
         "metadata": {"$deleteFromPrimitiveList/finalizers": ["a/x"]},
-        "spec": {"$setElementOrder/containers": [{"name": "side"}, {"name": "web"}],
-                 "containers": [{"name": "web", "env": [{"$patch": "delete", "name": "A"}], "image": None,
-                                 "$setElementOrder/env": [{"name": "B"}]}]}}, ctype=SMP)
-    assert [c["name"] for c in got["spec"]["containers"]] == ["side", "web"]
-    web = got["spec"]["containers"][1]
-    assert "image" not in web and web["env"] == [{"name": "B", "value": "2"}]
+        "spec": {"template": {"spec": {
+            "$setElementOrder/containers": [{"name": "side"}, {"name": "web"}],
+            "containers": [{"name": "web", "env": [{"$patch": "delete", "name": "A"}], "imagePullPolicy": None,
+                            "$setElementOrder/env": [{"name": "B"}]}]}}}}, ctype=SMP)
+    containers = got["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["side", "web"]
+    assert "imagePullPolicy" not in containers[1] and containers[1]["env"] == [{"name": "B", "value": "2"}]
     assert got["metadata"].get("finalizers", []) == []
     assert dollar_keys(got) == []
-    replaced = h.ok("PATCH", f"/api/v1/namespaces/{ns}/pods/d",
-                    {"spec": {"containers": [{"name": "only", "image": "o"}, {"$patch": "replace"}]}}, ctype=SMP)
-    assert [c["name"] for c in replaced["spec"]["containers"]] == ["only"] and dollar_keys(replaced) == []
+    replaced = h.ok("PATCH", path, {"spec": {"template": {"spec": {
+        "containers": [{"name": "only", "image": "o"}, {"$patch": "replace"}]}}}}, ctype=SMP)
+    assert [c["name"] for c in replaced["spec"]["template"]["spec"]["containers"]] == ["only"]
+    assert dollar_keys(replaced) == []
 
 
 def test_strategic_merge_of_pod_status_conditions_merges_by_type(h: Http, ns: str) -> None:
@@ -145,3 +158,22 @@ def test_events_written_through_events_k8s_io_are_core_events_too(h: Http, ns: s
     patched = h.ok("PATCH", f"/apis/events.k8s.io/v1/namespaces/{ns}/events/e1", {"note": "again"},
                    ctype="application/merge-patch+json")
     assert patched["note"] == "again" and h.get(f"/api/v1/namespaces/{ns}/events/e1")["message"] == "again"
+
+
+def test_pod_spec_is_immutable_except_images_and_node_name_is_set_by_binding(h: Http, ns: str) -> None:
+    h.create(f"/api/v1/namespaces/{ns}/pods", pod("im"))
+    path = f"/api/v1/namespaces/{ns}/pods/im"
+    ok = h.ok("PATCH", path, {"spec": {"containers": [{"name": "web", "image": "web:9"}]}}, ctype=SMP)
+    assert ok["spec"]["containers"][0]["image"] == "web:9"
+    status, body, _ = h.call("PATCH", path, {"spec": {"containers": [{"name": "web", "command": ["sh"]}]}}, ctype=SMP)
+    assert (status, body["reason"]) == (422, "Invalid") and "pod updates may not change fields" in body["message"]
+    assert h.call("PATCH", path, {"spec": {"nodeName": "node-1"}}, ctype=SMP)[0] == 422
+    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "im"},
+               "target": {"apiVersion": "v1", "kind": "Node", "name": "node-2"}}
+    assert h.call("POST", f"{path}/binding", binding)[0] == 201
+    assert h.get(path)["spec"]["nodeName"] == "node-2"
+    status, body, _ = h.call("POST", f"{path}/binding", binding)
+    assert status == 409 and 'already assigned to node "node-2"' in body["message"]
+    status, body, _ = h.call("POST", f"/api/v1/namespaces/{ns}/pods", {"metadata": {"name": "noimg"},
+                                                                        "spec": {"containers": [{"name": "a"}]}})
+    assert status == 422 and body["details"]["causes"][0]["field"] == "spec.containers[0].image"

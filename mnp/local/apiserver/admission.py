@@ -131,14 +131,18 @@ def reset_status_on_create(t: ResourceType, obj: dict[str, Any]) -> None:
         obj["status"] = {}
     elif t.status and not t.builtin:
         obj.pop("status", None)
-    if t.plural == "pods":
-        spec = obj.setdefault("spec", {})
+
+
+def default_pod(obj: dict[str, Any]) -> None:
+    """The defaults the real server fills into a pod spec (on create and on every update)."""
+    spec = obj.setdefault("spec", {})
+    if isinstance(spec, dict):
         spec.setdefault("restartPolicy", "Always")
         spec.setdefault("schedulerName", "default-scheduler")
         spec.setdefault("serviceAccountName", "default")
         spec.setdefault("terminationGracePeriodSeconds", 30)
         spec.setdefault("dnsPolicy", "ClusterFirst")
-        for c in spec.get("containers") or []:
+        for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
             if isinstance(c, dict):
                 c.setdefault("terminationMessagePath", "/dev/termination-log")
                 c.setdefault("terminationMessagePolicy", "File")
@@ -146,6 +150,51 @@ def reset_status_on_create(t: ResourceType, obj: dict[str, Any]) -> None:
                 for p in c.get("ports") or []:
                     if isinstance(p, dict):
                         p.setdefault("protocol", "TCP")
+
+
+def validate_pod(obj: dict[str, Any]) -> None:
+    spec = obj.get("spec") or {}
+    name = (obj.get("metadata") or {}).get("name", "")
+    causes: list[tuple[str, str]] = []
+    containers = spec.get("containers") if isinstance(spec, dict) else None
+    if not containers or not isinstance(containers, list):
+        causes.append(("spec.containers", "Required value"))
+    else:
+        for n, c in enumerate(containers):
+            if not isinstance(c, dict) or not c.get("name"):
+                causes.append((f"spec.containers[{n}].name", "Required value"))
+            elif not c.get("image"):
+                causes.append((f"spec.containers[{n}].image", "Required value"))
+    if causes:
+        raise invalid("Pod", "", name, causes)
+
+
+_POD_MUTABLE = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds")
+_POD_UPDATE_RULE = (
+    "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
+    "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to "
+    "existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was "
+    "previously negative)"
+)
+
+
+def check_pod_update(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Refuse changes to immutable pod spec fields, as the real server does (422 on `spec`)."""
+
+    def comparable(obj: dict[str, Any]) -> Any:
+        spec = copy.deepcopy(obj.get("spec") or {})
+        if not isinstance(spec, dict):
+            return spec
+        for key in _POD_MUTABLE:
+            spec.pop(key, None)
+        for field in ("containers", "initContainers"):
+            for c in spec.get(field) or []:
+                if isinstance(c, dict):
+                    c.pop("image", None)
+        return spec
+
+    if comparable(old) != comparable(new):
+        raise invalid("Pod", "", (new.get("metadata") or {}).get("name", ""), [("spec", _POD_UPDATE_RULE)])
 
 
 def spec_part(t: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:

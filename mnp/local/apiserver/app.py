@@ -155,6 +155,7 @@ class App:
             route.sub
             and not (route.sub == "status" and t.status)
             and not (route.sub == "token" and t.plural == "serviceaccounts" and not t.group)
+            and not (route.sub == "binding" and t.plural == "pods" and not t.group)
         ):
             raise not_found_path()
         ns = route.namespace or ""
@@ -165,6 +166,10 @@ class App:
             raise rbac.forbidden(user, attrs)
         if t.plural in VIRTUAL:
             return self._review(t, req, user)
+        if route.sub == "binding":
+            if verb != "create":
+                raise StatusError(405, "only POST is allowed on pods/binding", "MethodNotAllowed")
+            return Response(201, self.store.bind(t, ns, route.name, _json(req)))
         if verb not in t.verbs and route.sub != "token":
             raise StatusError(
                 405, "the server does not allow this method on the requested resource", "MethodNotAllowed"

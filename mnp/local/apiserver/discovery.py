@@ -70,6 +70,16 @@ def _legacy_resource(t: ResourceType) -> list[dict[str, Any]]:
                 "verbs": STATUS_VERBS,
             }
         )
+    if t.plural == "pods" and t.group == "":
+        out.append(
+            {
+                "name": "pods/binding",
+                "singularName": "",
+                "namespaced": True,
+                "kind": "Binding",
+                "verbs": ["create"],
+            }
+        )
     if t.plural == "serviceaccounts" and t.group == "":
         out.append(
             {

@@ -48,6 +48,7 @@ UNCONDITIONAL_UPDATE = frozenset(
 CREATE_ON_UPDATE = frozenset(
     {"leases", "events", "roles", "rolebindings", "clusterroles", "clusterrolebindings"}
 )
+PODS = ("", "pods")
 PATCH_TYPES = (
     "application/merge-patch+json",
     "application/json-patch+json",
@@ -167,6 +168,9 @@ class Store:
                 raise already_exists(t.group, t.plural, meta["name"])
             adm.new_metadata(obj, t, ns, self.clock())
             adm.reset_status_on_create(t, obj)
+            if t.store_key == PODS:
+                adm.default_pod(obj)
+                adm.validate_pod(obj)
             if t.builtin:
                 adm.normalize_times(obj)
             obj, warnings = adm.validate_custom(t, obj, opts.field_validation)
@@ -259,6 +263,9 @@ class Store:
         opts.warnings.extend(warnings)
         if t.builtin:
             adm.normalize_times(new)
+        if t.store_key == PODS and sub != "status":
+            adm.default_pod(new)
+            adm.check_pod_update(old, new)
         new = self.lifecycle.before_update(t, old, new)
         if (
             _meta(new).get("deletionTimestamp")
@@ -354,6 +361,26 @@ class Store:
             "resourceVersion"
         )
         return self._update(t, old, merged, sub, opts), False
+
+    def bind(self, t: ResourceType, ns: str, name: str, body: Any) -> dict[str, Any]:
+        """The pods/binding subresource: the one way to set spec.nodeName of an existing pod."""
+        target = (body or {}).get("target") if isinstance(body, dict) else None
+        node = (target or {}).get("name") if isinstance(target, dict) else None
+        if not node:
+            raise invalid("Binding", "", name, [("target.name", "Required value")])
+        with self.lock:
+            old = self.storage.get(t.store_key, ns, name)
+            if old is None:
+                raise not_found(t.group, t.plural, name)
+            current = (old.get("spec") or {}).get("nodeName")
+            if current:
+                raise conflict(
+                    "", "pods/binding", name, f'pod {name} is already assigned to node "{current}"'
+                )
+            new = copy.deepcopy(old)
+            new.setdefault("spec", {})["nodeName"] = node
+            self.write(t, old, new, WriteOptions())
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
     # --- delete ------------------------------------------------------------------------------
     def delete(
