@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.apiserver.conftest import ApiServer, CRDS_DIR, MANIFESTS
+from tests.apiserver.conftest import CRDS_DIR, MANIFESTS, ApiServer
 from tests.apiserver.test_semantics_support import CRDS, Http
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
