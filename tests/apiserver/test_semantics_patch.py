@@ -177,3 +177,23 @@ def test_pod_spec_is_immutable_except_images_and_node_name_is_set_by_binding(h: 
     status, body, _ = h.call("POST", f"/api/v1/namespaces/{ns}/pods", {"metadata": {"name": "noimg"},
                                                                         "spec": {"containers": [{"name": "a"}]}})
     assert status == 422 and body["details"]["causes"][0]["field"] == "spec.containers[0].image"
+
+
+def test_list_pages_with_limit_and_continue_cover_every_object_once(h: Http, ns: str) -> None:
+    for n in range(7):
+        h.create(f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": f"pg{n}"}})
+    seen: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        params = {"limit": "3", **({"continue": token} if token else {})}
+        got = h.get(f"/api/v1/namespaces/{ns}/configmaps", params=params)
+        seen += list(iter_names(got["items"]))
+        pages += 1
+        token = got["metadata"].get("continue", "")
+        if not token:
+            break
+        assert got["metadata"]["remainingItemCount"] == 7 - len(seen)
+    assert (seen, pages) == ([f"pg{n}" for n in range(7)], 3)
+    status, body, _ = h.call("GET", f"/api/v1/namespaces/{ns}/configmaps", params={"continue": "garbage"})
+    assert status == 400

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from mnp.local.apiserver import discovery, rbac, table
+from mnp.local.apiserver import discovery, paging, rbac, table
 from mnp.local.apiserver.catalog import VIRTUAL, Catalog, ResourceType
 from mnp.local.apiserver.errors import StatusError, not_found_path
 from mnp.local.apiserver.faults import Faults
@@ -281,18 +281,14 @@ class App:
                 "Expired",
             )
         items, rv = self.store.list(t, route.namespace if t.namespaced else None, labels, fields)
+        items, meta = paging.page(items, rv, q.get("limit"), q.get("continue"), self.store.hub.oldest())
         if ttype:
-            return Response(
-                200,
-                table.to_table(t, items, str(rv), self.store.clock(), q.get("includeObject", "Metadata")),
-                ttype,
+            tab = table.to_table(
+                t, items, meta["resourceVersion"], self.store.clock(), q.get("includeObject", "Metadata")
             )
-        body = {
-            "kind": t.list_kind,
-            "apiVersion": t.api_version,
-            "metadata": {"resourceVersion": str(rv)},
-            "items": items,
-        }
+            tab["metadata"] = meta
+            return Response(200, tab, ttype)
+        body = {"kind": t.list_kind, "apiVersion": t.api_version, "metadata": meta, "items": items}
         return Response(200, body)
 
     def _review(self, t: ResourceType, req: Request, user: rbac.User) -> Response:
