@@ -62,6 +62,7 @@ class Server:
         )
         while not (directory / "kubeconfig").exists():
             if self.proc.poll() is not None or time.monotonic() - t0 > 20:
+                self.stop()
                 raise RuntimeError("apiserver did not start")
             time.sleep(0.01)
         cfg = yaml.safe_load((directory / "kubeconfig").read_text())
@@ -81,8 +82,13 @@ class Server:
         return 0.0
 
     def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(10)
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
 
 
 class Conn:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from mnp.local.apiserver import discovery, paging, rbac, table
+from mnp.local.apiserver import discovery, paging, pods, rbac, table
 from mnp.local.apiserver.catalog import VIRTUAL, Catalog, ResourceType
 from mnp.local.apiserver.errors import StatusError, not_found_path
 from mnp.local.apiserver.faults import Faults
@@ -169,7 +169,7 @@ class App:
         if route.sub == "binding":
             if verb != "create":
                 raise StatusError(405, "only POST is allowed on pods/binding", "MethodNotAllowed")
-            return Response(201, self.store.bind(t, ns, route.name, _json(req)))
+            return Response(201, pods.bind(self.store, t, ns, route.name, _json(req)))
         if verb not in t.verbs and route.sub != "token":
             raise StatusError(
                 405, "the server does not allow this method on the requested resource", "MethodNotAllowed"

@@ -362,26 +362,6 @@ class Store:
         )
         return self._update(t, old, merged, sub, opts), False
 
-    def bind(self, t: ResourceType, ns: str, name: str, body: Any) -> dict[str, Any]:
-        """The pods/binding subresource: the one way to set spec.nodeName of an existing pod."""
-        target = (body or {}).get("target") if isinstance(body, dict) else None
-        node = (target or {}).get("name") if isinstance(target, dict) else None
-        if not node:
-            raise invalid("Binding", "", name, [("target.name", "Required value")])
-        with self.lock:
-            old = self.storage.get(t.store_key, ns, name)
-            if old is None:
-                raise not_found(t.group, t.plural, name)
-            current = (old.get("spec") or {}).get("nodeName")
-            if current:
-                raise conflict(
-                    "", "pods/binding", name, f'pod {name} is already assigned to node "{current}"'
-                )
-            new = copy.deepcopy(old)
-            new.setdefault("spec", {})["nodeName"] = node
-            self.write(t, old, new, WriteOptions())
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
-
     # --- delete ------------------------------------------------------------------------------
     def delete(
         self, t: ResourceType, ns: str, name: str, options: dict[str, Any], opts: WriteOptions

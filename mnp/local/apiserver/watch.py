@@ -34,7 +34,7 @@ class TooOld(Exception):
 class WatchHub:
     """Events after `start_rv`, at most `keep` of them; `drops` counts forced disconnects."""
 
-    def __init__(self, start_rv: int, keep: int = 50_000) -> None:
+    def __init__(self, start_rv: int, keep: int = 20_000) -> None:
         self._cond = threading.Condition()
         self._events: list[Event] = []
         self._rvs: list[int] = []
