@@ -109,7 +109,10 @@ class LineReader:
             self.seen.append(line)
             if predicate(line):
                 return line
-        raise AssertionError(f"no matching line in {timeout}s; saw {self.seen!r}")
+        exited = self.proc.poll()
+        detail = f"kubectl exited {exited}: {self.proc.stderr.read() if self.proc.stderr else ''}" if exited is not None \
+            else "kubectl still running"
+        raise AssertionError(f"no matching line in {timeout}s; saw {self.seen!r}; {detail}")
 
 
 @pytest.fixture
