@@ -148,3 +148,16 @@ def test_the_admin_endpoint_refuses_service_accounts(h: Http) -> None:
     sa = service_account(h, ns, "sneaky")
     bind_role(h, ns, "sneaky", [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}], cluster=True)
     assert sa.call("POST", "/mnp-admin/faults", {"latencyMs": 5000})[0] == 403
+
+
+def test_the_admin_may_impersonate_and_rbac_then_judges_the_impersonated_user(h: Http) -> None:
+    ns = namespace(h, unique("rbac"))
+    service_account(h, ns, "seen-as")
+    bind_role(h, ns, "seen-as", [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}])
+    as_sa = {"Impersonate-User": f"system:serviceaccount:{ns}:seen-as"}
+    assert h.call("GET", f"/api/v1/namespaces/{ns}/configmaps", headers=as_sa)[0] == 200
+    status, body, _ = h.call("GET", f"/api/v1/namespaces/{ns}/secrets", headers=as_sa)
+    assert status == 403 and f'User "system:serviceaccount:{ns}:seen-as"' in body["message"]
+    sa = service_account(h, ns, "no-impersonation")
+    status, _, _ = sa.call("GET", f"/api/v1/namespaces/{ns}/configmaps", headers={"Impersonate-User": "admin"})
+    assert status == 403

@@ -79,6 +79,8 @@ class App:
         )
         if user is None and (req.headers.get("Authorization") or path not in PUBLIC):
             raise StatusError(401, "Unauthorized", "Unauthorized")
+        if user is not None and req.headers.get("Impersonate-User"):
+            user = _impersonate(user, req.headers)
         if path == ADMIN_PATH:
             if user is None or not user.admin:
                 raise StatusError(403, "the fault switches need the admin token", "Forbidden")
@@ -326,6 +328,25 @@ class App:
         if allowed and not subject.admin:
             status["reason"] = "RBAC: allowed by a binding"
         return Response(201, {**body, "apiVersion": t.api_version, "kind": t.kind, "status": status})
+
+
+def _impersonate(user: rbac.User, headers: Message) -> rbac.User:
+    """`kubectl --as/--as-group`: the admin may act as anyone (RBAC then applies to that user)."""
+    name = headers.get("Impersonate-User") or ""
+    if not user.admin:
+        raise StatusError(
+            403,
+            f'users "{name}" is forbidden: User "{user.name}" cannot impersonate resource '
+            '"users" in API group "" at the cluster scope',
+            "Forbidden",
+        )
+    groups = list(headers.get_all("Impersonate-Group") or [])
+    if name.startswith("system:serviceaccount:"):
+        ns = name.split(":")[2] if name.count(":") >= 3 else ""
+        groups += ["system:serviceaccounts", f"system:serviceaccounts:{ns}"]
+    if "system:authenticated" not in groups:
+        groups.append("system:authenticated")
+    return rbac.User(name, tuple(groups), headers.get("Impersonate-Uid") or "")
 
 
 def _agg_type(version: str) -> str:

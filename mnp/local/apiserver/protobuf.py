@@ -1,6 +1,7 @@
 """Decoding of the few protobuf request bodies kubectl sends through typed clients.
 
-`kubectl create namespace|configmap|secret|serviceaccount|token` and `kubectl auth can-i` POST
+`kubectl create namespace|configmap|secret|serviceaccount|token|role|clusterrole|rolebinding|
+clusterrolebinding` and `kubectl auth can-i|whoami` POST
 `application/vnd.kubernetes.protobuf` and do not fall back to JSON on 415. Answers are always JSON
 (the Accept header allows it); only these kinds' request bodies are understood, the rest get 415.
 """
@@ -47,7 +48,46 @@ RESOURCE_ATTRIBUTES: Schema = {
     7: ("name", "string", False),
 }
 NON_RESOURCE_ATTRIBUTES: Schema = {1: ("path", "string", False), 2: ("verb", "string", False)}
+POLICY_RULE: Schema = {
+    1: ("verbs", "string", True),
+    2: ("apiGroups", "string", True),
+    3: ("resources", "string", True),
+    4: ("resourceNames", "string", True),
+    5: ("nonResourceURLs", "string", True),
+}
+LABEL_SELECTOR: Schema = {
+    1: ("matchLabels", "map", True),
+    2: (
+        "matchExpressions",
+        {1: ("key", "string", False), 2: ("operator", "string", False), 3: ("values", "string", True)},
+        True,
+    ),
+}
+SUBJECT: Schema = {
+    1: ("kind", "string", False),
+    2: ("apiGroup", "string", False),
+    3: ("name", "string", False),
+    4: ("namespace", "string", False),
+}
+ROLE_REF: Schema = {
+    1: ("apiGroup", "string", False),
+    2: ("kind", "string", False),
+    3: ("name", "string", False),
+}
+BINDING: Schema = {
+    1: ("metadata", OBJECT_META, False),
+    2: ("subjects", SUBJECT, True),
+    3: ("roleRef", ROLE_REF, False),
+}
 KINDS: dict[str, Schema] = {
+    "Role": {1: ("metadata", OBJECT_META, False), 2: ("rules", POLICY_RULE, True)},
+    "ClusterRole": {
+        1: ("metadata", OBJECT_META, False),
+        2: ("rules", POLICY_RULE, True),
+        3: ("aggregationRule", {1: ("clusterRoleSelectors", LABEL_SELECTOR, True)}, False),
+    },
+    "RoleBinding": BINDING,
+    "ClusterRoleBinding": BINDING,
     "Namespace": {
         1: ("metadata", OBJECT_META, False),
         2: ("spec", {1: ("finalizers", "string", True)}, False),
@@ -157,8 +197,8 @@ def _decode(data: bytes, schema: Schema) -> dict[str, Any]:
             value = _decode(raw, kind)
         if repeated:
             obj.setdefault(name, []).append(value)
-        else:
-            obj[name] = value
+        elif value not in ("", 0, False) or isinstance(value, dict):
+            obj[name] = value  # zero scalars left out, as Go's `omitempty` JSON would
     return obj
 
 

@@ -163,6 +163,19 @@ def _node_status(obj: dict[str, Any], now: datetime.datetime) -> str:
     return "Unknown"
 
 
+def _data_count(obj: dict[str, Any], now: datetime.datetime) -> int:
+    return len(obj.get("data") or {}) + len(obj.get("binaryData") or {}) + len(obj.get("stringData") or {})
+
+
+def _node_selector(obj: dict[str, Any], now: datetime.datetime) -> str:
+    sel = _g(obj, "spec", "template", "spec", "nodeSelector") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(sel.items())) or "<none>"
+
+
+def _role_ref(obj: dict[str, Any], now: datetime.datetime) -> str:
+    return f"{_g(obj, 'roleRef', 'kind') or ''}/{_g(obj, 'roleRef', 'name') or ''}"
+
+
 def _event_object(obj: dict[str, Any], now: datetime.datetime) -> str:
     return f"{str(_g(obj, 'involvedObject', 'kind') or '').lower()}/{_g(obj, 'involvedObject', 'name') or ''}"
 
@@ -223,6 +236,39 @@ BUILTIN_COLUMNS: dict[str, list[tuple[Column, Cell]]] = {
         (_col("Available", "integer"), lambda o, now: _g(o, "status", "availableReplicas") or 0),
         (AGE, _age),
     ],
+    "daemonsets": [
+        (NAME, _name),
+        (_col("Desired", "integer"), lambda o, now: _g(o, "status", "desiredNumberScheduled") or 0),
+        (_col("Current", "integer"), lambda o, now: _g(o, "status", "currentNumberScheduled") or 0),
+        (_col("Ready", "integer"), lambda o, now: _g(o, "status", "numberReady") or 0),
+        (_col("Up-to-date", "integer"), lambda o, now: _g(o, "status", "updatedNumberScheduled") or 0),
+        (_col("Available", "integer"), lambda o, now: _g(o, "status", "numberAvailable") or 0),
+        (_col("Node Selector"), _node_selector),
+        (AGE, _age),
+    ],
+    "configmaps": [(NAME, _name), (_col("Data", "integer"), _data_count), (AGE, _age)],
+    "secrets": [
+        (NAME, _name),
+        (_col("Type"), lambda o, now: o.get("type") or "Opaque"),
+        (_col("Data", "integer"), _data_count),
+        (AGE, _age),
+    ],
+    "serviceaccounts": [
+        (NAME, _name),
+        (_col("Secrets", "integer"), lambda o, now: len(o.get("secrets") or [])),
+        (AGE, _age),
+    ],
+    **{
+        kind: [
+            (NAME, _name),
+            (_col("Created At", fmt="date"), lambda o, now: _g(o, "metadata", "creationTimestamp")),
+        ]
+        for kind in ("roles", "clusterroles")
+    },
+    **{
+        kind: [(NAME, _name), (_col("Role"), _role_ref), (AGE, _age)]
+        for kind in ("rolebindings", "clusterrolebindings")
+    },
 }
 
 
