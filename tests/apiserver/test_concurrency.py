@@ -34,7 +34,7 @@ from tests.apiserver.conftest import (
 PNR = (PNR_GROUP, PNR_VERSION)
 NS = "conc"
 WRITERS = 4
-ROUNDS = 12  # per writer and phase; each round is 4-5 writes
+ROUNDS = 16  # per writer and phase; each round is 4-5 writes
 SENTINEL = "zz-end"
 
 
@@ -48,19 +48,31 @@ class Stream:
     bookmarks: list[int] = field(default_factory=list)
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    selector: str | None = None  # "key=value" label selector this watcher uses, if any
+
+    def wants(self, obj: dict[str, Any]) -> bool:
+        if self.selector is None:
+            return True
+        key, value = self.selector.split("=")
+        return (obj["metadata"].get("labels") or {}).get(key) == value
 
 
 def rv(obj: dict[str, Any]) -> int:
     return int(obj["metadata"]["resourceVersion"])
 
 
-def python_watcher(server: ApiServer, stream: Stream, **kwargs: Any) -> threading.Thread:
+def python_watcher(server: ApiServer, stream: Stream, *, cluster_wide: bool = False, **kwargs: Any) -> threading.Thread:
     def follow() -> None:
         api = python_client(server)
         w = watch.Watch()
+        co = client.CustomObjectsApi(api)
+        # The agent's pattern: every namespace, its own node's label.
+        func, args = ((co.list_cluster_custom_object, PNR) if cluster_wide
+                      else (co.list_namespaced_custom_object, (*PNR, NS)))
+        if stream.selector:
+            kwargs["label_selector"] = stream.selector
         try:
-            for e in w.stream(client.CustomObjectsApi(api).list_namespaced_custom_object, *PNR, NS, PNR_PLURAL,
-                              _request_timeout=60, **kwargs):
+            for e in w.stream(func, *args, PNR_PLURAL, _request_timeout=60, **kwargs):
                 if e["type"] == "BOOKMARK":
                     stream.bookmarks.append(rv(e["raw_object"]))
                     continue
@@ -195,10 +207,12 @@ def test_writers_and_watchers_agree_on_every_event(apiserver: ApiServer) -> None
     start_state = {o["metadata"]["name"]: o for o in start_list["items"]}
 
     streams = [Stream("from-start", initial=dict(start_state)), Stream("from-start-bookmarks", initial=dict(start_state)),
-               Stream("kr8s-from-start", initial=dict(start_state))]
+               Stream("kr8s-from-start", initial=dict(start_state)),
+               Stream("node-2-all-namespaces", selector="mnp.dev/node=node-2")]
     threads = [python_watcher(apiserver, streams[0], resource_version=start_rv),
                python_watcher(apiserver, streams[1], resource_version=start_rv, allow_watch_bookmarks=True),
-               kr8s_watcher(apiserver, streams[2], since=start_rv)]
+               kr8s_watcher(apiserver, streams[2], since=start_rv),
+               python_watcher(apiserver, streams[3], resource_version=start_rv, cluster_wide=True)]
 
     acked: list[int] = []
     lock = threading.Lock()
@@ -235,7 +249,7 @@ def test_writers_and_watchers_agree_on_every_event(apiserver: ApiServer) -> None
     elapsed = time.monotonic() - started
     for w in writers:
         assert w.error is None, f"writer {w.index}: {w.error!r}"
-    co.create_namespaced_custom_object(*PNR, NS, PNR_PLURAL, ruleset(SENTINEL, NS))
+    co.create_namespaced_custom_object(*PNR, NS, PNR_PLURAL, ruleset(SENTINEL, NS, node="node-2"))
     final_list = co.list_namespaced_custom_object(*PNR, NS, PNR_PLURAL)
     final = {o["metadata"]["name"]: o for o in final_list["items"]}
     for s in [*streams, from_list, synthetic]:
@@ -256,8 +270,12 @@ def test_writers_and_watchers_agree_on_every_event(apiserver: ApiServer) -> None
         if s is synthetic:
             s.initial = {o["metadata"]["name"]: o for _, o in initial_burst}
             s.events = live
-        assert essence(replay(s)) == essence(final), f"{s.name}: replay differs from the final list"
+        wanted = {n: o for n, o in final.items() if s.wants(o)}
+        assert essence(replay(s)) == essence(wanted), f"{s.name}: replay differs from the final list"
         assert s.bookmarks == sorted(s.bookmarks), f"{s.name}: bookmarks go back in time"
+
+    moved = [(k, o["metadata"]["name"]) for k, o in streams[3].events]
+    assert ("DELETED" in {k for k, _ in moved}) and len([k for k, _ in moved if k == "ADDED"]) > 1, moved
 
     # Nothing acknowledged is missing from a stream that watched from the start.
     seen = {rv(o) for _, o in streams[0].events}
