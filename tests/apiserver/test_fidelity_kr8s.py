@@ -153,6 +153,17 @@ def test_lookup_by_short_name_plural_and_kind(server: ApiServer) -> None:
     run(server, body)
 
 
+def test_get_follows_continue_past_its_page_size_of_100(server: ApiServer) -> None:
+    async def body(api: Any, ns: str) -> None:
+        for i in range(105):
+            await ConfigMap({"metadata": {"name": f"cm-{i:03d}", "namespace": ns, "labels": {"bulk": "1"}}},
+                            api=api).create()
+        got = [o.name async for o in api.get("configmaps", namespace=ns, label_selector={"bulk": "1"})]
+        assert sorted(got) == [f"cm-{i:03d}" for i in range(105)]
+
+    run(server, body)
+
+
 def test_errors_surface_as_kr8s_exceptions(server: ApiServer) -> None:
     async def body(api: Any, ns: str) -> None:
         with pytest.raises(kr8s.NotFoundError):

@@ -413,6 +413,27 @@ def test_get_with_a_field_selector(kc: Kubectl, listed: str) -> None:
     assert bad.returncode != 0 and "field label not supported: spec.node" in bad.stderr
 
 
+def test_get_in_chunks_follows_continue_tokens(kc: Kubectl, ns: str) -> None:
+    kc("apply", "-f", "-", input=yaml.safe_dump_all([ruleset(f"c-{i}", ns) for i in range(7)]))
+    for extra in ([], ["-o", "name"]):
+        out = kc("get", "pnr", "-n", ns, "--chunk-size=2", *extra).stdout
+        names = [line.split()[0].rsplit("/", 1)[-1] for line in out.splitlines()[(0 if extra else 1):]]
+        assert sorted(names) == [f"c-{i}" for i in range(7)], out
+
+
+def test_delete_namespace_waits_until_its_contents_are_gone(kc: Kubectl) -> None:
+    name = unique("gone")
+    kc("create", "namespace", name)
+    kc("apply", "-f", "-", input=yaml.safe_dump_all([ruleset("r", name), pod("p", name)]))
+    started = time.monotonic()
+    out = kc("delete", "namespace", name, "--timeout=20s", timeout=30).stdout
+    assert out.strip() == f'namespace "{name}" deleted'
+    assert time.monotonic() - started < 15
+    missing = kc("get", "namespace", name, check=False)
+    assert missing.returncode == 1 and f'namespaces "{name}" not found' in missing.stderr
+    assert kc("get", "pnr", "-n", name, "-o", "name").stdout == ""
+
+
 def test_get_watch_prints_a_row_for_a_status_change(kc: Kubectl, ns: str, background: list[Any]) -> None:
     kc("apply", "-f", "-", input=yaml.safe_dump(ruleset("w-0", ns)))
     proc = kc.popen("get", "pnr", "w-0", "-n", ns, "-w")

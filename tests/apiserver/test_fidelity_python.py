@@ -278,6 +278,29 @@ def test_policy_crud_and_status_through_custom_objects_api(co: client.CustomObje
     assert co.list_namespaced_custom_object(*args)["items"] == []
 
 
+def test_list_in_pages_with_limit_and_continue(co: client.CustomObjectsApi, core: client.CoreV1Api, ns: str) -> None:
+    for i in range(5):
+        create_pnr(co, ns, f"pg-{i}")
+    names: list[str] = []
+    token = None
+    pages = 0
+    while True:
+        page = co.list_namespaced_custom_object(*PNR, ns, PNR_PLURAL, limit=2, _continue=token)
+        pages += 1
+        names += [i["metadata"]["name"] for i in page["items"]]
+        assert len(page["items"]) <= 2
+        token = page["metadata"].get("continue")
+        if not token:
+            break
+    assert sorted(names) == [f"pg-{i}" for i in range(5)] and pages == 3
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "a", "labels": {"pg": "1"}}})
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "b", "labels": {"pg": "1"}}})
+    first = core.list_namespaced_config_map(ns, label_selector="pg=1", limit=1)
+    assert len(first.items) == 1 and first.metadata._continue
+    rest = core.list_namespaced_config_map(ns, label_selector="pg=1", limit=1, _continue=first.metadata._continue)
+    assert sorted([first.items[0].metadata.name, rest.items[0].metadata.name]) == ["a", "b"]
+
+
 def test_replace_with_a_stale_resource_version_is_a_conflict(co: client.CustomObjectsApi, core: client.CoreV1Api,
                                                             ns: str) -> None:
     stale = create_pnr(co, ns, "c1")
