@@ -276,9 +276,13 @@ def _port(raw: Any, path: str) -> PortSpec:
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise InvalidRuleset(f"{path}.{key}", f"{value!r} is not a port number")
     try:
+        PortSpec(Protocol(proto), port)
+    except ValueError as e:
+        raise InvalidRuleset(f"{path}.port", str(e)) from None
+    try:
         return PortSpec(Protocol(proto), port, end)
     except ValueError as e:
-        raise InvalidRuleset(f"{path}.{'endPort' if end is not None else 'port'}", str(e)) from None
+        raise InvalidRuleset(f"{path}.endPort", str(e)) from None
 
 
 def _interface(raw: Any, path: str) -> Interface:
