@@ -29,6 +29,14 @@ fi
 stamp=.venv/.mnp-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: pip install -e .[test]" >&2
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  log=$(mktemp)
+  if ! .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"
+    echo "error: pip install failed (output above)" >&2
+    exit 1
+  fi
+  # This machine's pip configuration names local indexes that may be absent: not worth a screenful.
+  grep -v "is ignored: it is neither a file nor a directory" "$log" >&2 || true
+  rm -f "$log"
   touch "$stamp"
 fi
