@@ -325,8 +325,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--quick", action="store_true", help="one short repetition of everything (checks the harness)"
     )
-    p.add_argument("--reps", type=int, help="paired pps samples per row (default 8, quick 1)")
-    p.add_argument("--bulk-reps", type=int, help="paired iperf3 samples per row (default 6, quick 1)")
+    p.add_argument("--reps", type=int, help="paired pps samples per row (default 12, quick 1)")
+    p.add_argument("--bulk-reps", type=int, help="paired iperf3 samples per row (default 8, quick 1)")
     p.add_argument("--bulk-seconds", type=float, help="iperf3 duration (default 3, quick 1)")
     p.add_argument("--window", type=float, help="pps measuring window in s (default 1.5, quick 1.0)")
     p.add_argument("--rows", help=f"comma list of rows (default all: {','.join(r.name for r in ROWS)})")
@@ -342,12 +342,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if unknown:
         raise SystemExit(f"error: unknown rows {sorted(unknown)}")
     return Settings(
-        reps=args.reps if args.reps is not None else (1 if q else 8),
+        reps=args.reps if args.reps is not None else (1 if q else 12),
         warmup_s=0.2,
         window_s=args.window if args.window is not None else (1.0 if q else 1.5),
         sub_s=SUB_WINDOW_S,
         nice=args.nice,
-        bulk_reps=args.bulk_reps if args.bulk_reps is not None else (1 if q else 6),
+        bulk_reps=args.bulk_reps if args.bulk_reps is not None else (1 if q else 8),
         bulk_s=args.bulk_seconds if args.bulk_seconds is not None else (1.0 if q else 3.0),
         rows=rows,
     )
