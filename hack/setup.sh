@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(nftables libnftables1 iproute2 containernetworking-plugins socat iperf3 iputils-ping
-              conntrack netsniff-ng procps util-linux)
+              conntrack netsniff-ng procps util-linux containerd runc busybox-static)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
