@@ -8,6 +8,7 @@ import datetime
 import logging
 import signal
 import ssl
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,11 @@ def run(directory: Path, address: str = "127.0.0.1:0") -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    running = start(directory, address)
+    try:
+        running = start(directory, address)
+    except (OSError, ValueError) as e:
+        print(f"error: mnp local apiserver cannot start on {address} with {directory}: {e}", file=sys.stderr)
+        return 1
     print(f"mnp local apiserver: serving on {running.url}, kubeconfig {directory / 'kubeconfig'}", flush=True)
     stop.wait()
     running.stop()
