@@ -93,6 +93,14 @@ def test_version_and_namespaces(server: ApiServer) -> None:
     run(server, body)
 
 
+def test_whoami_names_the_admin_user_through_token_review(server: ApiServer) -> None:
+    async def body(api: Any, ns: str) -> None:
+        # kr8s's whoami() posts a TokenReview (authentication.k8s.io/v1) for its own token.
+        assert await api.whoami()
+
+    run(server, body)
+
+
 def test_pods_and_configmaps_create_get_list_patch_delete(server: ApiServer) -> None:
     async def body(api: Any, ns: str) -> None:
         p = Pod(pod("p1", ns, node="node-1"), api=api)

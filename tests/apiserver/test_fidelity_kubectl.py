@@ -791,6 +791,12 @@ def test_a_service_account_is_refused_then_allowed_by_rbac(kc: Kubectl, ns: str)
         f'cannot list resource "podnetworkrulesets" in API group "mnp.dev" in the namespace "{ns}"'
     )
     assert agent("auth", "can-i", "list", "pnr", "-n", ns).stdout.strip() == "no"
+    who = json.loads(agent("auth", "whoami", "-o", "json").stdout)
+    assert who["status"]["userInfo"]["username"] == user
+    groups = set(who["status"]["userInfo"]["groups"])
+    assert {"system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"} <= groups, (
+        groups
+    )
     rbac = [
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",

@@ -120,6 +120,34 @@ def test_discovery_serves_the_ruleset_resource_with_short_name_category_and_stat
     assert dyn.resources.get(api_version="v1", kind="Pod").namespaced is True
 
 
+def test_dynamic_client_crud_status_and_watch(api: Any, ns: str, tmp_path: Path) -> None:
+    dyn = dynamic.DynamicClient(api, cache_file=str(tmp_path / "discovery.json"))
+    pnrs = dyn.resources.get(api_version="mnp.dev/v1alpha1", kind="PodNetworkRuleset")
+    start = pnrs.get(namespace=ns).metadata.resourceVersion
+    made = pnrs.create(body=ruleset("dyn", ns), namespace=ns)
+    assert made.metadata.generation == 1
+    patched = pnrs.patch(
+        body={"spec": {"compacted": True}},
+        name="dyn",
+        namespace=ns,
+        content_type="application/merge-patch+json",
+    )
+    assert patched.spec.compacted is True and patched.metadata.generation == 2
+    status = pnrs.subresources["status"].patch(
+        body=applied_status(generation=2),
+        name="dyn",
+        namespace=ns,
+        content_type="application/merge-patch+json",
+    )
+    assert status.status.rules == 14 and status.metadata.generation == 2
+    assert [i.metadata.name for i in pnrs.get(namespace=ns, label_selector="mnp.dev/node=node-1").items] == [
+        "dyn"
+    ]
+    pnrs.delete(name="dyn", namespace=ns)
+    events = list(pnrs.watch(namespace=ns, resource_version=start, timeout=1))
+    assert [e["type"] for e in events] == ["ADDED", "MODIFIED", "MODIFIED", "DELETED"]
+
+
 def test_a_request_with_a_wrong_token_is_401(module_apiserver: ApiServer, tmp_path: Path) -> None:
     cfg = yaml.safe_load(module_apiserver.kubeconfig.read_text())
     for user in cfg["users"]:
