@@ -187,6 +187,61 @@ def test_get_follows_continue_past_its_page_size_of_100(server: ApiServer) -> No
     run(server, body)
 
 
+def test_all_namespaces_list_and_watch_with_a_node_label(server: ApiServer) -> None:
+    async def body(api: Any, ns: str) -> None:
+        other = unique("kr-other")
+        await Namespace({"metadata": {"name": other}}, api=api).create()
+        node = unique("node")
+        anchor = PodNetworkRuleset(ruleset("anchor", ns, node=node), api=api)
+        await anchor.create()
+        since = anchor.metadata.resourceVersion
+        await PodNetworkRuleset(ruleset("here", other, node=node), api=api).create()
+        await PodNetworkRuleset(ruleset("elsewhere", other, node="node-x"), api=api).create()
+        listed = [
+            (o.namespace, o.name)
+            async for o in api.get("pnr", namespace=kr8s.ALL, label_selector={"mnp.dev/node": node})
+        ]
+        assert sorted(listed) == sorted([(ns, "anchor"), (other, "here")])
+        events = api.watch("pnr", namespace=kr8s.ALL, label_selector=f"mnp.dev/node={node}", since=since)
+        got = await take(events, lambda ev: len(ev) >= 1)
+        assert [(t, o["metadata"]["namespace"], o["metadata"]["name"]) for t, o in got] == [
+            ("ADDED", other, "here")
+        ]
+
+    run(server, body)
+
+
+def test_a_lease_class_renews_with_a_resource_version_precondition(server: ApiServer) -> None:
+    Lease = new_class(kind="Lease", version="coordination.k8s.io/v1", namespaced=True, asyncio=True)
+
+    async def body(api: Any, ns: str) -> None:
+        lease = Lease(
+            {
+                "metadata": {"name": "mnp-controller", "namespace": ns},
+                "spec": {
+                    "holderIdentity": "a",
+                    "leaseDurationSeconds": 15,
+                    "renewTime": "2026-11-25T12:00:00.000000Z",
+                },
+            },
+            api=api,
+        )
+        await lease.create()
+        seen = lease.metadata.resourceVersion
+        await lease.patch(
+            {"metadata": {"resourceVersion": seen}, "spec": {"renewTime": "2026-11-25T12:00:05.000000Z"}}
+        )
+        assert lease.spec.renewTime == "2026-11-25T12:00:05.000000Z"
+        rival = await Lease.get("mnp-controller", namespace=ns, api=api)
+        with pytest.raises(kr8s.ServerError) as exc:
+            await rival.patch({"metadata": {"resourceVersion": seen}, "spec": {"holderIdentity": "b"}})
+        assert exc.value.response is not None and exc.value.response.status_code == 409
+        await rival.refresh()
+        assert rival.spec.holderIdentity == "a"
+
+    run(server, body)
+
+
 def test_errors_surface_as_kr8s_exceptions(server: ApiServer) -> None:
     async def body(api: Any, ns: str) -> None:
         with pytest.raises(kr8s.NotFoundError):
