@@ -226,6 +226,26 @@ def test_upstream_crds_load_unchanged_and_mnp_crds_replace_them_in_place(
         assert kc.json("get", "multi-policy", "web-policy", "-n", "up")["status"] == {"observedGeneration": 1}
 
 
+def test_deleting_a_crd_removes_its_objects_and_its_resource_type(kubectl_home: Path) -> None:
+    with running_apiserver() as server:
+        kc = Kubectl(server=server, home=kubectl_home)
+        kc("apply", "-f", str(CRDS_DIR))
+        kc("wait", "--for=condition=Established", "crd", "--all", "--timeout=20s")
+        kc("apply", "-f", "-", input=yaml.safe_dump(ruleset("doomed", "default")))
+        out = kc("delete", "crd", "podnetworkrulesets.mnp.dev", timeout=30).stdout
+        assert "podnetworkrulesets.mnp.dev" in out and "deleted" in out
+        # kubectl's cached discovery still maps pnr: the list itself must now be a 404.
+        cached = kc("get", "pnr", "-A", check=False)
+        assert cached.returncode == 1 and "the server could not find the requested resource" in cached.stderr
+        assert "mnp.dev/v1alpha1" not in kc("api-versions").stdout.split()
+        kc("api-resources")  # refreshes the discovery cache
+        gone = kc("get", "pnr", "-A", check=False)
+        assert gone.returncode == 1 and 'the server doesn\'t have a resource type "pnr"' in gone.stderr
+        kc("apply", "-f", str(CRDS_DIR / "podnetworkrulesets.yaml"))
+        kc("wait", "--for=condition=Established", "crd/podnetworkrulesets.mnp.dev", "--timeout=20s")
+        assert kc("get", "pnr", "-A", "-o", "name").stdout == "", "objects of a deleted CRD do not come back"
+
+
 def test_explain_shows_the_crd_schema(kc: Kubectl) -> None:
     kc("api-resources", "--api-group=mnp.dev")  # as a user would after installing CRDs: fresh discovery
     out = kc("explain", "pnr.spec.node").stdout
