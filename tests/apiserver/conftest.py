@@ -290,10 +290,6 @@ def kubectl_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("kubectl-home")
 
 
-def make_kubectl(server: ApiServer, home: Path) -> Kubectl:
-    return Kubectl(server=server, home=home)
-
-
 # ---- the `kubernetes` client ---------------------------------------------------------------------
 
 
