@@ -1,0 +1,429 @@
+"""One real containerd per local node, run inside the node's network namespace, and its teardown.
+
+Each node's containerd has its own root, state, sockets, runc root, CNI config and IPAM data under one
+state dir, and is started with `nsenter --net=<node netns>`, so the CRI plugin's primary network
+(macvlan on the node's eth0, host-local IPAM) is wired on the node and never in the root namespace.
+Teardown goes through CRI first (sandboxes stopped and removed: CNI DEL, netns, cgroups), then stops
+the daemon, then removes what containerd 1.6 leaves outside its dirs. `cleanup_leftovers(state_dir)`
+does the same from the state dir alone after a crash or kill -9 of anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from mnp.api.errors import MnpError
+from mnp.local.nodes import leftovers
+from mnp.local.nodes.cri import CriClient, CriError
+from mnp.local.nodes.image import OciImage
+from mnp.local.nodes.netns import resolve_netns
+
+log = logging.getLogger(__name__)
+
+CRI_NAMESPACE = "k8s.io"  # the containerd namespace the CRI plugin keeps its sandboxes in
+CNI_BIN_DIR = "/usr/lib/cni"
+PRIMARY_NETWORK = "mnp-primary"
+SETTINGS_FILE = "node.json"
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+# sun_path holds 108 bytes; containerd also binds "<socket>.ttrpc".
+_MAX_SOCKET_PATH = 100
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class ContainerdError(MnpError):
+    """containerd could not be configured, started, reached or stopped; names the node."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRuntime:
+    """The settings of one node's containerd; every path it uses derives from `state_dir`.
+
+    Pod addresses come from `pod_cidrs` (this node's share, like Node.spec.podCIDRs) inside the
+    matching `cluster_cidrs` (all nodes'), so pods on different nodes share one subnet on the fabric
+    and reach each other directly. Pod cgroups go under `cgroup_root` in every hierarchy.
+    """
+
+    node: str
+    netns: str
+    state_dir: Path
+    pod_cidrs: tuple[str, ...]
+    cluster_cidrs: tuple[str, ...]
+    cgroup_root: str
+
+    @property
+    def socket(self) -> Path:
+        return self.state_dir / "containerd.sock"
+
+    @property
+    def config_path(self) -> Path:
+        return self.state_dir / "config.toml"
+
+    @property
+    def root(self) -> Path:
+        return self.state_dir / "root"
+
+    @property
+    def state(self) -> Path:
+        return self.state_dir / "state"
+
+    @property
+    def runc_root(self) -> Path:
+        return self.state_dir / "state" / "runc"
+
+    @property
+    def cni_conf_dir(self) -> Path:
+        return self.state_dir / "cni"
+
+    @property
+    def ipam_dir(self) -> Path:
+        return self.state_dir / "ipam"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "containerd.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.state_dir / "containerd.pid"
+
+    def pod_cgroup(self, pod_uid: str) -> str:
+        """The cgroup parent for a pod's sandbox, as the kubelet's cgroupfs driver names it."""
+        return f"{self.cgroup_root}/pod{pod_uid}"
+
+
+def primary_network(rt: NodeRuntime) -> dict[str, Any]:
+    """The CRI plugin's primary network: macvlan bridge on the node's eth0, host-local IPAM.
+
+    host-local keeps its state under the state dir (never /var/lib/cni/networks) and hands out this
+    node's range only; the gateway field (first address of the node's range) is informational.
+    """
+    if len(rt.pod_cidrs) != len(rt.cluster_cidrs) or not rt.pod_cidrs:
+        raise ContainerdError(f"node {rt.node}: pod_cidrs and cluster_cidrs must pair up")
+    ranges = []
+    for pod, cluster in zip(rt.pod_cidrs, rt.cluster_cidrs, strict=True):
+        pod_net, cluster_net = ipaddress.ip_network(pod), ipaddress.ip_network(cluster)
+        if pod_net.version != cluster_net.version or not pod_net.subnet_of(cluster_net):  # type: ignore[arg-type]
+            raise ContainerdError(f"node {rt.node}: pod CIDR {pod} is not inside cluster CIDR {cluster}")
+        last = pod_net.broadcast_address - 1 if pod_net.version == 4 else pod_net.broadcast_address
+        ranges.append(
+            [
+                {
+                    "subnet": str(cluster_net),
+                    "rangeStart": str(pod_net.network_address + 2),
+                    "rangeEnd": str(last),
+                    "gateway": str(pod_net.network_address + 1),
+                }
+            ]
+        )
+    return {
+        "cniVersion": "0.4.0",
+        "name": PRIMARY_NETWORK,
+        "plugins": [
+            {
+                "type": "macvlan",
+                "mode": "bridge",
+                "master": "eth0",
+                "ipam": {"type": "host-local", "dataDir": str(rt.ipam_dir), "ranges": ranges},
+            }
+        ],
+    }
+
+
+def render_config(rt: NodeRuntime, sandbox_image: str) -> str:
+    """containerd 1.6 config.toml (version 2) for the node: everything of its own under the state dir."""
+
+    def q(value: str | Path) -> str:
+        return json.dumps(str(value))  # a TOML basic string for any path we make
+
+    cri = '[plugins."io.containerd.grpc.v1.cri"]'
+    runc = '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]'
+    disabled = [
+        "io.containerd.snapshotter.v1.aufs",
+        "io.containerd.snapshotter.v1.btrfs",
+        "io.containerd.snapshotter.v1.zfs",
+        "io.containerd.snapshotter.v1.devmapper",
+        "io.containerd.tracing.processor.v1.otlp",
+        "io.containerd.internal.v1.tracing",
+    ]
+    lines = [
+        "version = 2",
+        f"root = {q(rt.root)}",
+        f"state = {q(rt.state)}",
+        f"disabled_plugins = [{', '.join(q(p) for p in disabled)}]",
+        "[grpc]",
+        f"  address = {q(rt.socket)}",
+        "[ttrpc]",
+        f"  address = {q(str(rt.socket) + '.ttrpc')}",
+        '[plugins."io.containerd.internal.v1.opt"]',
+        f"  path = {q(rt.state_dir / 'opt')}",
+        cri,
+        f"  sandbox_image = {q(sandbox_image)}",
+        # Pod netns files under the state dir, not /var/run/netns: each node keeps its own.
+        "  netns_mounts_under_state_dir = true",
+        # Without CAP_SYS_RESOURCE runc cannot set the sandbox's oom_score_adj of -998 and fails with
+        # "can't get final child's PID from pipe: EOF"; this caps it at containerd's own value.
+        "  restrict_oom_score_adj = true",
+        cri[:-1] + ".containerd]",
+        '  snapshotter = "overlayfs"',
+        '  default_runtime_name = "runc"',
+        runc,
+        '  runtime_type = "io.containerd.runc.v2"',
+        runc[:-1] + ".options]",
+        "  SystemdCgroup = false",  # cgroupfs: there is no systemd here
+        f"  Root = {q(rt.runc_root)}",  # else /run/containerd/runc/k8s.io, shared by every instance
+        cri[:-1] + ".cni]",
+        f"  bin_dir = {q(CNI_BIN_DIR)}",
+        f"  conf_dir = {q(rt.cni_conf_dir)}",
+        "  max_conf_num = 1",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_config(rt: NodeRuntime, sandbox_image: str) -> None:
+    """Create the state dir and write config.toml, the primary conflist and the settings file."""
+    if len(str(rt.socket)) > _MAX_SOCKET_PATH:
+        raise ContainerdError(f"node {rt.node}: socket path {rt.socket} is too long for a unix socket")
+    for d in (rt.state_dir, rt.cni_conf_dir, rt.ipam_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    rt.config_path.write_text(render_config(rt, sandbox_image))
+    conflist = rt.cni_conf_dir / f"10-{PRIMARY_NETWORK}.conflist"
+    conflist.write_text(json.dumps(primary_network(rt), indent=2) + "\n")
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(rt).items()}
+    (rt.state_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def load_settings(state_dir: Path) -> NodeRuntime | None:
+    """The NodeRuntime written by `write_config` into `state_dir`, or None if there is none."""
+    try:
+        raw = json.loads((state_dir / SETTINGS_FILE).read_text())
+        return NodeRuntime(
+            node=str(raw["node"]),
+            netns=str(raw["netns"]),
+            state_dir=Path(raw["state_dir"]),
+            pod_cidrs=tuple(raw["pod_cidrs"]),
+            cluster_cidrs=tuple(raw["cluster_cidrs"]),
+            cgroup_root=str(raw["cgroup_root"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class Containerd:
+    """A node's containerd process; `start()` runs it in the node netns, `stop()` leaves nothing.
+
+    `shutdown()` only ends the daemon (its sandboxes keep running under their shims, as on a real
+    node when containerd restarts); `start()` again picks them up.
+    """
+
+    def __init__(self, rt: NodeRuntime) -> None:
+        self.rt = rt
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def client(self, timeout: float = 30.0) -> CriClient:
+        return CriClient(str(self.rt.socket), timeout=timeout)
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Start the daemon in the node netns and wait until its CRI service answers."""
+        if self.pid is not None:
+            raise ContainerdError(f"node {self.rt.node}: containerd already running (pid {self.pid})")
+        if not self.rt.config_path.exists():
+            raise ContainerdError(f"node {self.rt.node}: no {self.rt.config_path}; call write_config first")
+        netns = resolve_netns(self.rt.netns)
+        if not os.path.exists(netns):
+            raise ContainerdError(f"node {self.rt.node}: netns {netns} does not exist")
+        self.rt.socket.unlink(missing_ok=True)  # a stale socket would look ready
+        started = time.monotonic()
+        with open(self.rt.log_path, "ab") as out:
+            # nsenter (not `ip netns exec`, which remounts /sys and hides the cgroup mounts from runc)
+            # execs containerd in place, so the pid is containerd's. Its own session: it outlives us.
+            self._proc = subprocess.Popen(
+                ["nsenter", f"--net={netns}", "--", "containerd", "--config", str(self.rt.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={"PATH": _PATH, "HOME": "/root"},
+                start_new_session=True,
+            )
+        self.rt.pid_path.write_text(f"{self._proc.pid}\n")
+        try:
+            self._wait_ready(started + timeout)
+        except BaseException:
+            self._terminate(kill=True)
+            raise
+        log.info(
+            "containerd started",
+            extra={"node": self.rt.node, "pid": self._proc.pid, "elapsed_ms": _ms(started)},
+        )
+
+    def _wait_ready(self, deadline: float) -> None:
+        assert self._proc is not None
+        with self.client(timeout=2.0) as cri:
+            while True:
+                if self._proc.poll() is not None:
+                    code = self._proc.returncode
+                    raise ContainerdError(
+                        f"node {self.rt.node}: containerd exited with {code}: {self._log_tail()}"
+                    )
+                if self.rt.socket.exists():
+                    try:
+                        cri.version()
+                        return
+                    except CriError:
+                        pass
+                if time.monotonic() > deadline:
+                    raise ContainerdError(f"node {self.rt.node}: CRI not ready in time: {self._log_tail()}")
+                time.sleep(0.01)
+
+    def import_image(self, image: OciImage) -> None:
+        """`ctr images import` of an OCI layout tar into the CRI namespace (unpacked for overlayfs)."""
+        argv = ["ctr", "-a", str(self.rt.socket), "-n", CRI_NAMESPACE, "images", "import", str(image.path)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        if proc.returncode != 0:
+            raise ContainerdError(f"node {self.rt.node}: import {image.ref}: {proc.stderr.strip()}")
+
+    def shutdown(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM the daemon (SIGKILL after `timeout`) and reap it; sandboxes are left running."""
+        self._terminate(kill=False, timeout=timeout)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> list[str]:
+        """Stop and remove every sandbox through CRI, end the daemon, remove the leftovers.
+
+        Returns the leftovers that had to be removed by force (empty after a clean CRI teardown).
+        """
+        if self.pid is not None:
+            with contextlib.suppress(CriError), self.client(timeout=timeout) as cri:
+                remove_all_sandboxes(cri)
+        self._terminate(kill=False, timeout=timeout)
+        return cleanup_leftovers(self.rt.state_dir)
+
+    def _terminate(self, *, kill: bool, timeout: float = STOP_TIMEOUT_S) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._proc = None
+        self.rt.pid_path.unlink(missing_ok=True)
+
+    def _log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.rt.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(text[-lines:]) or "(empty log)"
+
+    def __enter__(self) -> Containerd:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def start_node_runtime(rt: NodeRuntime, image: OciImage) -> Containerd:
+    """write_config + start + import the sandbox image; stops again if any step fails."""
+    write_config(rt, image.ref)
+    ctrd = Containerd(rt)
+    ctrd.start()
+    try:
+        ctrd.import_image(image)
+    except BaseException:
+        ctrd.stop()
+        raise
+    return ctrd
+
+
+def remove_all_sandboxes(cri: CriClient) -> list[str]:
+    """StopPodSandbox + RemovePodSandbox for every sandbox the runtime knows; returns their ids."""
+    ids = [s.id for s in cri.list_sandboxes()]
+    for sandbox_id in ids:
+        cri.stop_sandbox(sandbox_id)
+        cri.remove_sandbox(sandbox_id)
+    return ids
+
+
+def cleanup_leftovers(state_dir: Path) -> list[str]:
+    """Remove everything a node's containerd and its sandboxes may have left, from the state dir alone.
+
+    For crash recovery (kill -9 of containerd, of its caller, or both): a daemon still answering is
+    asked to remove its sandboxes through CRI first; then daemon, shims and sandbox processes are
+    killed, mounts under the state dir detached, pod cgroups, shim sockets and libcni result files of
+    its sandboxes removed, and its runtime dirs (root, state, IPAM data) emptied. Returns what it had
+    to remove, one line each; idempotent. Raises LeftoverError if something could not be removed.
+    """
+    state_dir = state_dir.resolve()
+    rt = load_settings(state_dir)
+    socket = state_dir / "containerd.sock"
+    removed: list[str] = []
+    daemons = leftovers.processes_with_args("containerd", ["--config", str(state_dir / "config.toml")])
+    if daemons and socket.exists():
+        with contextlib.suppress(CriError), CriClient(str(socket), timeout=5.0) as cri:
+            removed += [f"sandbox {i} (through CRI)" for i in remove_all_sandboxes(cri)]
+    for pid in daemons:
+        removed.append(f"containerd pid {pid}")
+        leftovers.kill_and_wait(pid, signal.SIGTERM, STOP_TIMEOUT_S)
+    sandbox_ids = leftovers.task_ids(state_dir / "state", CRI_NAMESPACE)
+    for pid in leftovers.processes_with_args("containerd-shim-runc-v2", ["-address", str(socket)]):
+        removed.append(f"shim pid {pid}")
+        leftovers.kill_and_wait(pid, signal.SIGKILL, STOP_TIMEOUT_S)
+    if rt is not None:
+        for pid in leftovers.cgroup_processes(rt.cgroup_root):
+            removed.append(f"sandbox process pid {pid}")
+            leftovers.kill_and_wait(pid, signal.SIGKILL, STOP_TIMEOUT_S)
+    removed += [f"mount {m}" for m in leftovers.unmount_under(state_dir)]
+    if rt is not None:
+        removed += [f"cgroup {c}" for c in leftovers.remove_cgroups(rt.cgroup_root)]
+    removed += [
+        f"shim socket {s}" for s in leftovers.remove_shim_sockets(str(socket), CRI_NAMESPACE, sandbox_ids)
+    ]
+    removed += [f"cni result {r}" for r in leftovers.remove_cni_results(sandbox_ids)]
+    for sub in ("root", "state", "ipam", "opt"):
+        leftovers.empty_dir(state_dir / sub)
+    for f in ("containerd.sock", "containerd.sock.ttrpc", "containerd.pid"):
+        (state_dir / f).unlink(missing_ok=True)
+    leftovers.remove_empty_shared_dirs()
+    if removed:
+        log.info("containerd leftovers removed", extra={"state_dir": str(state_dir), "removed": removed})
+    return removed
+
+
+def _ms(since: float) -> int:
+    return int((time.monotonic() - since) * 1000)
+
+
+__all__ = [
+    "CRI_NAMESPACE",
+    "PRIMARY_NETWORK",
+    "Containerd",
+    "ContainerdError",
+    "NodeRuntime",
+    "cleanup_leftovers",
+    "load_settings",
+    "primary_network",
+    "remove_all_sandboxes",
+    "render_config",
+    "start_node_runtime",
+    "write_config",
+]
