@@ -70,7 +70,7 @@ def kill_and_wait(pid: int, sig: signal.Signals, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    while _alive(pid):
+    while process_alive(pid):
         if time.monotonic() > deadline and sig != signal.SIGKILL:
             sig = signal.SIGKILL
             with contextlib.suppress(ProcessLookupError):
@@ -81,7 +81,8 @@ def kill_and_wait(pid: int, sig: signal.Signals, timeout: float) -> None:
         time.sleep(0.005)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """False once pid is gone or a zombie (orphans wait for PID 1 to reap them, which may be slow)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # our own child becomes a zombie until reaped
     try:
@@ -253,6 +254,7 @@ __all__ = [
     "iter_processes",
     "kill_and_wait",
     "mounts_under",
+    "process_alive",
     "processes_with_args",
     "remove_cgroups",
     "remove_cni_results",
