@@ -18,6 +18,7 @@ OUTPUTS = ("cri_pb2.py", "cri_pb2.pyi", "cri_pb2_grpc.py")
 def header(tools_version: str, protoc_version: str) -> str:
     return (
         "# ruff: noqa\n"
+        "# fmt: off\n"
         "# mypy: ignore-errors\n"
         f"# Generated from mnp/local/nodes/cri.proto by grpcio-tools {tools_version} ({protoc_version})\n"
         "# with `python -m mnp.local.nodes.cri_gen`. Do not edit: change cri.proto and regenerate.\n"

@@ -1,4 +1,5 @@
 # ruff: noqa
+# fmt: off
 # mypy: ignore-errors
 # Generated from mnp/local/nodes/cri.proto by grpcio-tools 1.85.1 (libprotoc 35.1)
 # with `python -m mnp.local.nodes.cri_gen`. Do not edit: change cri.proto and regenerate.
