@@ -161,3 +161,17 @@ def test_the_admin_may_impersonate_and_rbac_then_judges_the_impersonated_user(h:
     sa = service_account(h, ns, "no-impersonation")
     status, _, _ = sa.call("GET", f"/api/v1/namespaces/{ns}/configmaps", headers={"Impersonate-User": "admin"})
     assert status == 403
+
+
+def test_token_review_authenticates_service_account_tokens_and_refuses_others(h: Http) -> None:
+    ns = namespace(h, unique("rbac"))
+    sa = service_account(h, ns, "reviewed")
+    path = "/apis/authentication.k8s.io/v1/tokenreviews"
+    good = h.create(path, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                           "spec": {"token": sa.token}})["status"]
+    assert good["authenticated"] is True and good["user"]["username"] == f"system:serviceaccount:{ns}:reviewed"
+    assert f"system:serviceaccounts:{ns}" in good["user"]["groups"]
+    bad = h.create(path, {"spec": {"token": "nope"}})["status"]
+    assert bad["authenticated"] is False
+    me = h.create("/apis/authentication.k8s.io/v1/selfsubjectreviews", {})["status"]["userInfo"]
+    assert "system:masters" in me["groups"]

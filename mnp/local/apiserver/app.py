@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from mnp.local.apiserver import discovery, paging, pods, rbac, table
+from mnp.local.apiserver import discovery, paging, pods, rbac, reviews, table
 from mnp.local.apiserver.catalog import VIRTUAL, Catalog, ResourceType
 from mnp.local.apiserver.errors import StatusError, not_found_path
 from mnp.local.apiserver.faults import Faults
@@ -167,7 +167,7 @@ class App:
         if t.plural not in SELF_REVIEWS and not rbac.allowed(self.store.storage, user, attrs):
             raise rbac.forbidden(user, attrs)
         if t.plural in VIRTUAL:
-            return self._review(t, req, user)
+            return Response(201, reviews.review(self.store.storage, self.creds, t, _json(req), user))
         if route.sub == "binding":
             if verb != "create":
                 raise StatusError(405, "only POST is allowed on pods/binding", "MethodNotAllowed")
@@ -292,42 +292,6 @@ class App:
             return Response(200, tab, ttype)
         body = {"kind": t.list_kind, "apiVersion": t.api_version, "metadata": meta, "items": items}
         return Response(200, body)
-
-    def _review(self, t: ResourceType, req: Request, user: rbac.User) -> Response:
-        body = _json(req)
-        if not isinstance(body, dict):
-            raise StatusError(400, "review body must be an object")
-        spec = body.get("spec") or {}
-        if t.plural == "selfsubjectreviews":
-            info = {"username": user.name, "groups": list(user.groups)}
-            if user.uid:
-                info["uid"] = user.uid
-            return Response(
-                201, {**body, "apiVersion": t.api_version, "kind": t.kind, "status": {"userInfo": info}}
-            )
-        if t.plural == "selfsubjectrulesreviews":
-            rules = rbac.rules_for(self.store.storage, user, spec.get("namespace", ""))
-            return Response(201, {**body, "apiVersion": t.api_version, "kind": t.kind, "status": rules})
-        subject = user
-        if t.plural == "subjectaccessreviews":
-            subject = rbac.User(spec.get("user", ""), tuple(spec.get("groups") or ()))
-        ra = spec.get("resourceAttributes")
-        if ra:
-            attrs = rbac.Attributes(
-                ra.get("verb", ""),
-                ra.get("group", ""),
-                ra.get("resource", ""),
-                ra.get("subresource", ""),
-                ra.get("namespace", ""),
-                ra.get("name", ""),
-            )
-            allowed = rbac.allowed(self.store.storage, subject, attrs)
-        else:
-            allowed = subject.admin or "system:authenticated" in subject.groups
-        status: dict[str, Any] = {"allowed": allowed}
-        if allowed and not subject.admin:
-            status["reason"] = "RBAC: allowed by a binding"
-        return Response(201, {**body, "apiVersion": t.api_version, "kind": t.kind, "status": status})
 
 
 def _impersonate(user: rbac.User, headers: Message) -> rbac.User:

@@ -147,9 +147,16 @@ BUILTINS: tuple[ResourceType, ...] = (
     ),
     _b("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False, verbs=("create",)),
     _b("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False, verbs=("create",)),
+    _b("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", False, verbs=("create",)),
 )
 VIRTUAL = frozenset(
-    {"selfsubjectaccessreviews", "selfsubjectrulesreviews", "subjectaccessreviews", "selfsubjectreviews"}
+    {
+        "selfsubjectaccessreviews",
+        "selfsubjectrulesreviews",
+        "subjectaccessreviews",
+        "selfsubjectreviews",
+        "tokenreviews",
+    }
 )
 # Pre-RBAC "root" groups shown first in discovery, as the real server orders them.
 _GROUP_ORDER = (

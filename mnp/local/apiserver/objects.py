@@ -188,13 +188,15 @@ class Store:
             raise StatusError(400, "metadata must be an object")
         obj.setdefault("metadata", {})
         kind, api = obj.get("kind"), obj.get("apiVersion")
-        if kind and kind != t.kind:
+        if api and api != t.api_version:
             raise StatusError(
                 400,
-                f"the API version in the data ({api}) does not match the expected API "
-                f"version ({t.api_version})"
-                if api and api != t.api_version
-                else f"the kind in the data ({kind}) does not match the expected kind ({t.kind})",
+                f"the API version in the data ({api}) does not match the expected API version "
+                f"({t.api_version})",
+            )
+        if kind and kind != t.kind:
+            raise StatusError(
+                400, f"the kind in the data ({kind}) does not match the expected kind ({t.kind})"
             )
         body_ns = obj["metadata"].get("namespace")
         if t.namespaced and body_ns and body_ns != ns:
