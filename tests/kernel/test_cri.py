@@ -19,10 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc  # type: ignore[import-untyped]
 import pytest
 from kernel_plan import a4, a6, assert_no_netns, on_a
 
-from mnp.local.nodes import leftovers
+from mnp.local.nodes import cri_pb2, cri_pb2_grpc, leftovers
 from mnp.local.nodes.cni import cni_add, cni_del
 from mnp.local.nodes.containerd import (
     Containerd,
@@ -59,11 +60,20 @@ class Node:
     sandboxes: list[str] = field(default_factory=list)  # every id ever made here, for the leftover check
     pids: list[int] = field(default_factory=list)
 
-    def run(self, name: str, uid: str | None = None, sysctls: dict[str, str] | None = None) -> str:
+    def run(
+        self, name: str, uid: str | None = None, sysctls: dict[str, str] | None = None, attempt: int = 0
+    ) -> str:
         uid = uid or f"uid-{name}"
         labels, annotations = {"app": name}, {"note": "test"}
         sid = self.cri.run_sandbox(
-            name, "default", uid, labels, annotations, self.rt.pod_cgroup(uid), sysctls=sysctls
+            name,
+            "default",
+            uid,
+            labels,
+            annotations,
+            self.rt.pod_cgroup(uid),
+            sysctls=sysctls,
+            attempt=attempt,
         )
         self.sandboxes.append(sid)
         self.pids.append(self.cri.sandbox_status(sid).pid)
@@ -253,6 +263,38 @@ def test_stop_closes_the_netns_and_remove_forgets_the_sandbox(cluster: Cluster) 
     with pytest.raises(SandboxNotFound):
         node.cri.sandbox_status(sid)
     node.cri.remove_sandbox(sid)  # idempotent
+
+
+def test_find_sandbox_netns_picks_the_ready_attempt_of_the_pod(cluster: Cluster) -> None:
+    node = cluster.nodes[0]
+    first = node.run("a")
+    node.cri.stop_sandbox(first)
+    second = node.run("a", attempt=1)
+    status = node.cri.sandbox_status(second)
+    assert node.cri.find_sandbox_netns("uid-a") == status.netns_path
+    found = node.cri.find_sandbox("uid-a")
+    assert found is not None and found.id == second
+
+
+def test_find_sandbox_netns_finds_a_sandbox_made_without_kubelet_labels(cluster: Cluster) -> None:
+    node = cluster.nodes[0]
+    # Another CRI client, straight on the generated stub: metadata only, no io.kubernetes.pod.* labels.
+    channel = grpc.insecure_channel(f"unix://{node.rt.socket}")
+    try:
+        config = cri_pb2.PodSandboxConfig(
+            metadata=cri_pb2.PodSandboxMetadata(name="raw", namespace="default", uid="uid-raw"),
+            hostname="raw",
+            linux=cri_pb2.LinuxPodSandboxConfig(cgroup_parent=node.rt.pod_cgroup("uid-raw")),
+        )
+        stub = cri_pb2_grpc.RuntimeServiceStub(channel)
+        sid = stub.RunPodSandbox(cri_pb2.RunPodSandboxRequest(config=config), timeout=30).pod_sandbox_id
+    finally:
+        channel.close()
+    node.sandboxes.append(sid)
+    status = node.cri.sandbox_status(sid)
+    node.pids.append(status.pid)
+    assert LABEL_POD_UID not in status.labels
+    assert node.cri.find_sandbox_netns("uid-raw") == status.netns_path
 
 
 def test_containerd_restart_keeps_the_running_sandbox(cluster: Cluster) -> None:

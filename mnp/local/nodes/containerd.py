@@ -356,11 +356,20 @@ def start_node_runtime(rt: NodeRuntime, image: OciImage) -> Containerd:
 
 
 def remove_all_sandboxes(cri: CriClient) -> list[str]:
-    """StopPodSandbox + RemovePodSandbox for every sandbox the runtime knows; returns their ids."""
+    """StopPodSandbox + RemovePodSandbox for every sandbox the runtime knows; returns their ids.
+
+    A sandbox that fails does not keep the others alive: all are tried, then the first error raised.
+    """
     ids = [s.id for s in cri.list_sandboxes()]
+    first: CriError | None = None
     for sandbox_id in ids:
-        cri.stop_sandbox(sandbox_id)
-        cri.remove_sandbox(sandbox_id)
+        try:
+            cri.stop_sandbox(sandbox_id)
+            cri.remove_sandbox(sandbox_id)
+        except CriError as e:
+            first = first or e
+    if first is not None:
+        raise first
     return ids
 
 

@@ -196,8 +196,9 @@ class CriClient:
         Selects on the kubelet's pod uid label, and also accepts sandboxes made without it whose
         metadata carries the uid (other CRI clients), as the uid is what identifies a pod.
         """
-        ready = self.list_sandboxes(state=SandboxState.READY)
-        mine = [s for s in ready if s.labels.get(LABEL_POD_UID) == pod_uid or s.uid == pod_uid]
+        mine = self.list_sandboxes({LABEL_POD_UID: pod_uid}, SandboxState.READY)
+        if not mine:
+            mine = [s for s in self.list_sandboxes(state=SandboxState.READY) if s.uid == pod_uid]
         for sandbox in reversed(mine):
             try:
                 status = self.sandbox_status(sandbox.id, verbose=True)
