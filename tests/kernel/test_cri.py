@@ -1,7 +1,7 @@
 """Real containerd per node (in the node netns of a Fabric), pod sandboxes through CRI, and teardown.
 
 Primary pod network: 198.18.0.0/16 (RFC 2544 benchmark range, never routed; only inside the test's
-namespaces), node N hands out 198.18.N.0/24. Secondary networks follow tests/conftest.py (network A).
+namespaces), node N hands out 198.18.N.0/24; dual stack adds 2001:db8:18::/48, node N 2001:db8:18:N::/64. Secondary networks follow tests/conftest.py (network A).
 Every test ends with the same check: no containerd, shim or sandbox process, no netns, mount, cgroup,
 shim socket or CNI result file of this test is left, and the root netns' links are unchanged.
 """
@@ -42,6 +42,7 @@ from mnp.local.nodes.probe import Probe, ping, probe_all
 pytestmark = pytest.mark.kernel
 
 CLUSTER_CIDR = "198.18.0.0/16"
+CLUSTER_CIDR6 = "2001:db8:18::/48"
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +89,16 @@ class Cluster:
     cgroup_prefix: str
 
 
-def node_runtime(fabric: Fabric, index: int, state_root: Path, cgroup_prefix: str) -> NodeRuntime:
+def node_runtime(
+    fabric: Fabric, index: int, state_root: Path, cgroup_prefix: str, dual_stack: bool = False
+) -> NodeRuntime:
+    v6 = dual_stack
     return NodeRuntime(
         node=f"node-{index}",
         netns=fabric.node_netns(index),
         state_dir=state_root / f"n{index}",
-        pod_cidrs=(f"198.18.{index}.0/24",),
-        cluster_cidrs=(CLUSTER_CIDR,),
+        pod_cidrs=(f"198.18.{index}.0/24",) + ((f"2001:db8:18:{index}::/64",) if v6 else ()),
+        cluster_cidrs=(CLUSTER_CIDR,) + ((CLUSTER_CIDR6,) if v6 else ()),
         cgroup_root=f"/{cgroup_prefix}/node-{index}",
     )
 
@@ -127,7 +131,7 @@ def assert_nothing_left(cluster: Cluster) -> None:
 
 
 @contextlib.contextmanager
-def make_cluster(prefix: str, image: OciImage, nodes: int = 2) -> Iterator[Cluster]:
+def make_cluster(prefix: str, image: OciImage, nodes: int = 2, dual_stack: bool = False) -> Iterator[Cluster]:
     links_before = root_links()
     state_root = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp"))  # short: unix socket paths
     cgroup_prefix = f"{prefix}-cg"
@@ -137,7 +141,7 @@ def make_cluster(prefix: str, image: OciImage, nodes: int = 2) -> Iterator[Clust
             cluster = Cluster(fabric, made, state_root, cgroup_prefix)
             try:
                 for i in range(1, nodes + 1):
-                    rt = node_runtime(fabric, i, state_root, cgroup_prefix)
+                    rt = node_runtime(fabric, i, state_root, cgroup_prefix, dual_stack)
                     ctrd = start_node_runtime(rt, image)
                     made.append(Node(i, rt, ctrd, ctrd.client()))
                 yield cluster
@@ -198,6 +202,20 @@ def test_sandbox_runs_with_a_netns_whose_eth0_has_the_primary_address(cluster: C
     assert node.cri.find_sandbox_netns("uid-other") is None
     # The pod's cgroup sits under the node's cgroup root in every hierarchy, as the parent we passed.
     assert all((h / node.rt.pod_cgroup("uid-a").strip("/")).is_dir() for h in leftovers.cgroup_hierarchies())
+
+
+@pytest.mark.slow  # DAD on the sandbox's eth0 runs before CRI sysctls apply: ~1.5 s per sandbox
+def test_dual_stack_primary_network_reaches_the_other_node_over_both_families(
+    unique_prefix: str, pause_image: OciImage
+) -> None:
+    with make_cluster(unique_prefix, pause_image, dual_stack=True) as cluster:
+        n1, n2 = cluster.nodes
+        a = n1.cri.sandbox_status(n1.run("a", sysctls=dict(POD_SYSCTLS)))
+        b = n2.cri.sandbox_status(n2.run("b", sysctls=dict(POD_SYSCTLS)))
+        assert a.ips[0].startswith("198.18.1.") and a.ips[1].startswith("2001:db8:18:1::")
+        assert b.ips[0].startswith("198.18.2.") and b.ips[1].startswith("2001:db8:18:2::")
+        probes = [Probe(a.netns_path, b.netns_path, ip, 8080, "tcp") for ip in b.ips]
+        assert probe_all(probes, timeout=3.0) == [True, True]
 
 
 def test_multus_style_net1_in_sandboxes_carries_traffic_across_nodes(cluster: Cluster) -> None:
@@ -342,6 +360,30 @@ def test_cleanup_leftovers_after_kill_9_of_containerd_removes_everything(cluster
         r.startswith("containerd pid") for r in removed2
     )
     assert cleanup_leftovers(n1.rt.state_dir) == [] and cleanup_leftovers(n2.rt.state_dir) == []
+
+
+def test_cleanup_after_kill_9_of_containerd_and_shim_with_the_fabric_gone(cluster: Cluster) -> None:
+    n1 = cluster.nodes[0]
+    s1 = n1.cri.sandbox_status(n1.run("a"))
+    shims = leftovers.processes_with_args("containerd-shim-runc-v2", ["-address", str(n1.rt.socket)])
+    assert len(shims) == 1 and n1.containerd.pid is not None
+    for pid in (n1.containerd.pid, shims[0]):
+        os.kill(pid, signal.SIGKILL)
+    n1.containerd.shutdown()
+    cluster.fabric.close()  # node netns names gone; the orphaned sandbox still holds its own netns
+    assert leftovers.process_alive(s1.pid) and os.path.exists(s1.netns_path)
+    removed = cleanup_leftovers(n1.rt.state_dir)
+    assert f"sandbox process pid {s1.pid}" in removed
+    assert not leftovers.process_alive(s1.pid) and not os.path.exists(s1.netns_path)
+    assert leftovers.mounts_under(n1.rt.state_dir) == []
+    assert leftovers.cgroup_processes(n1.rt.cgroup_root) == []
+
+
+def test_a_second_containerd_on_the_same_state_dir_is_refused(cluster: Cluster) -> None:
+    node = cluster.nodes[0]
+    with pytest.raises(ContainerdError, match="already runs"):
+        Containerd(node.rt).start()
+    assert node.cri.version().runtime_name == "containerd"
 
 
 def test_start_in_a_missing_netns_fails_without_leaving_a_process(

@@ -244,6 +244,12 @@ class Containerd:
             raise ContainerdError(f"node {self.rt.node}: containerd already running (pid {self.pid})")
         if not self.rt.config_path.exists():
             raise ContainerdError(f"node {self.rt.node}: no {self.rt.config_path}; call write_config first")
+        stale = leftovers.processes_with_args("containerd", ["--config", str(self.rt.config_path)])
+        if stale:  # a second daemon would wait on the first one's metadata lock and never serve
+            raise ContainerdError(
+                f"node {self.rt.node}: containerd pid {stale[0]} already runs on {self.rt.state_dir}; "
+                "stop it or call cleanup_leftovers"
+            )
         netns = resolve_netns(self.rt.netns)
         if not os.path.exists(netns):
             raise ContainerdError(f"node {self.rt.node}: netns {netns} does not exist")
