@@ -158,3 +158,15 @@ def test_kill_9_loses_no_acknowledged_write_and_resource_versions_keep_increasin
 
 def test_sigterm_stops_the_server_cleanly(apiserver: ApiServer) -> None:
     assert apiserver.terminate() == 0
+
+
+def test_garbage_collection_still_knows_owners_after_a_restart(apiserver: ApiServer) -> None:
+    h = Http(apiserver)
+    install(h, crd("example.com", "widgets", "Widget"))
+    ns = namespace(h, "gc-restart")
+    owner = h.create(f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "owner"}})
+    h.create(f"{W}/namespaces/{ns}/widgets", widget("dep", ownerReferences=[owner_ref(owner)]))
+    apiserver.restart(crash=True)
+    h = Http(apiserver)
+    h.ok("DELETE", f"/api/v1/namespaces/{ns}/configmaps/owner")
+    assert gone(h, f"{W}/namespaces/{ns}/widgets/dep")

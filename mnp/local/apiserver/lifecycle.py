@@ -40,9 +40,12 @@ class Lifecycle:
     def start(self) -> None:
         """Index stored objects, serve stored CRDs, and make the default namespaces."""
         st = self.store.storage
-        for key in st.resource_keys():
-            for obj in st.items(key):
-                self._index(key, None, obj)
+        for key, ns, name, uid, owners in st.loaded_index:
+            loc: Loc = (key, ns, name)
+            self.uids[uid] = loc
+            for owner in owners:
+                self.dependents.setdefault(owner, set()).add(loc)
+        st.loaded_index = []
         for crd in st.items(CRDS):
             try:
                 self.store.catalog.set_crd(_meta(crd)["name"], crd_types(crd))

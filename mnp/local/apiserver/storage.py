@@ -16,6 +16,7 @@ from typing import Any
 
 StoreKey = tuple[str, str]  # (group, plural)
 ObjKey = tuple[str, str]  # (namespace, name); namespace "" for cluster scope
+IndexRow = tuple[StoreKey, str, str, str, tuple[str, ...]]  # key, namespace, name, uid, owner uids
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -28,7 +29,12 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 
 
 class Storage:
-    """Objects by resource in memory, mirrored to sqlite; callers serialise writes (one lock)."""
+    """Objects by resource in memory, mirrored to sqlite; callers serialise writes (one lock).
+
+    Objects read back at startup stay as their JSON text until first used, so a restart over many
+    objects is quick; the uid and owner uids kept in their own columns feed the garbage collector's
+    index without parsing anything.
+    """
 
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
@@ -37,29 +43,54 @@ class Storage:
         # power loss could lose the last commits, which the local cluster does not need to survive.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(objects)")}
+        for column in ("uid", "owners"):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE objects ADD COLUMN {column} TEXT")
         self._io = threading.Lock()
         self.rv = 0
-        self._objects: dict[StoreKey, dict[ObjKey, dict[str, Any]]] = {}
+        self._objects: dict[StoreKey, dict[ObjKey, dict[str, Any] | str]] = {}
+        self.loaded_index: list[IndexRow] = []
         self._load()
 
     def _load(self) -> None:
         row = self._db.execute("SELECT v FROM meta WHERE k='rv'").fetchone()
         self.rv = int(row[0]) if row else 0
-        for grp, res, ns, name, body in self._db.execute("SELECT grp, res, ns, name, body FROM objects"):
-            self._objects.setdefault((grp, res), {})[(ns, name)] = json.loads(body)
+        query = "SELECT grp, res, ns, name, body, uid, owners FROM objects"
+        for grp, res, ns, name, body, uid, owners in self._db.execute(query):
+            if uid is None:  # written before these columns existed
+                obj = json.loads(body)
+                self._objects.setdefault((grp, res), {})[(ns, name)] = obj
+                uid, owner_uids = _uids(obj)
+            else:
+                self._objects.setdefault((grp, res), {})[(ns, name)] = body
+                owner_uids = tuple(json.loads(owners)) if owners else ()
+            self.loaded_index.append(((grp, res), ns, name, uid, owner_uids))
 
     def next_rv(self) -> int:
         return self.rv + 1
 
+    def _parsed(self, bucket: dict[ObjKey, dict[str, Any] | str], key: ObjKey) -> dict[str, Any] | None:
+        value = bucket.get(key)
+        if not isinstance(value, str):
+            return value
+        obj: dict[str, Any] = json.loads(value)
+        with self._io:
+            if bucket.get(key) is value:  # a write since then wins over this parse
+                bucket[key] = obj
+                return obj
+        return self._parsed(bucket, key)
+
     def get(self, key: StoreKey, ns: str, name: str) -> dict[str, Any] | None:
-        return self._objects.get(key, {}).get((ns, name))
+        return self._parsed(self._objects.get(key, {}), (ns, name))
 
     def items(self, key: StoreKey, ns: str | None = None) -> Iterator[dict[str, Any]]:
-        objs = self._objects.get(key, {})
-        if ns is None:
-            yield from list(objs.values())
-        else:
-            yield from [o for (n, _), o in list(objs.items()) if n == ns]
+        bucket = self._objects.get(key, {})
+        keys = list(bucket) if ns is None else [k for k in list(bucket) if k[0] == ns]
+        for k in keys:
+            obj = self._parsed(bucket, k)
+            if obj is not None:
+                yield obj
 
     def resource_keys(self) -> list[StoreKey]:
         return list(self._objects)
@@ -80,23 +111,40 @@ class Storage:
                             (grp, res, ns, name),
                         )
                     else:
+                        uid, owners = _uids(obj)
                         cur.execute(
-                            "INSERT OR REPLACE INTO objects VALUES (?,?,?,?,?,?)",
-                            (grp, res, ns, name, rv, json.dumps(obj, separators=(",", ":"))),
+                            "INSERT OR REPLACE INTO objects (grp, res, ns, name, rv, body, uid, owners) "
+                            "VALUES (?,?,?,?,?,?,?,?)",
+                            (
+                                grp,
+                                res,
+                                ns,
+                                name,
+                                rv,
+                                json.dumps(obj, separators=(",", ":")),
+                                uid,
+                                json.dumps(owners) if owners else None,
+                            ),
                         )
                 cur.execute("INSERT OR REPLACE INTO meta VALUES ('rv', ?)", (str(rv),))
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
-        self.rv = rv
-        for key, ns, name, obj in changes:
-            bucket = self._objects.setdefault(key, {})
-            if obj is None:
-                bucket.pop((ns, name), None)
-            else:
-                bucket[(ns, name)] = obj
+            self.rv = rv
+            for key, ns, name, obj in changes:
+                bucket = self._objects.setdefault(key, {})
+                if obj is None:
+                    bucket.pop((ns, name), None)
+                else:
+                    bucket[(ns, name)] = obj
 
     def close(self) -> None:
         with self._io:
             self._db.close()
+
+
+def _uids(obj: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    meta = obj.get("metadata") or {}
+    owners = tuple(str(r.get("uid", "")) for r in meta.get("ownerReferences") or [] if isinstance(r, dict))
+    return str(meta.get("uid", "")), owners
