@@ -324,11 +324,20 @@ def main() -> int:
                 rows.append(("state.db size", f"{db.stat().st_size / 1e6:.0f} MB"))
         finally:
             server.stop()
-        t = time.monotonic()
         again = Server(Path(tmp) / "a")
-        rows.append(("restart to serving with everything above stored", f"{again.startup * 1000:.0f} ms"))
-        again.stop()
-        _ = t
+        try:
+            rows.append(("restart to serving with everything above stored", f"{again.startup * 1000:.0f} ms"))
+            rows.append(("RSS right after that restart", f"{again.rss_mb():.0f} MB"))
+            t = time.monotonic()
+            got = again.conn().call("GET", f"{PNR}/namespaces/bench-l/podnetworkrulesets")
+            rows.append(
+                (
+                    f"first list of {len(got['items'])} rulesets after the restart (parses them)",
+                    f"{(time.monotonic() - t) * 1000:.0f} ms",
+                )
+            )
+        finally:
+            again.stop()
     print("| measurement | value |\n|---|---|")
     for k, v in rows:
         print(f"| {k} | {v} |")
