@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -361,21 +362,26 @@ def start_node_runtime(rt: NodeRuntime, image: OciImage) -> Containerd:
     return ctrd
 
 
-def remove_all_sandboxes(cri: CriClient) -> list[str]:
+def remove_all_sandboxes(cri: CriClient, parallel: int = 8) -> list[str]:
     """StopPodSandbox + RemovePodSandbox for every sandbox the runtime knows; returns their ids.
 
-    A sandbox that fails does not keep the others alive: all are tried, then the first error raised.
+    Up to `parallel` sandboxes at a time (each stop is a CNI DEL and a kill, ~0.1 s). A sandbox that
+    fails does not keep the others alive: all are tried, then the first error is raised.
     """
     ids = [s.id for s in cri.list_sandboxes()]
-    first: CriError | None = None
-    for sandbox_id in ids:
+
+    def remove(sandbox_id: str) -> CriError | None:
         try:
             cri.stop_sandbox(sandbox_id)
             cri.remove_sandbox(sandbox_id)
         except CriError as e:
-            first = first or e
-    if first is not None:
-        raise first
+            return e
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="cri-teardown") as pool:
+        errors = [e for e in pool.map(remove, ids) if e is not None]
+    if errors:
+        raise errors[0]
     return ids
 
 
