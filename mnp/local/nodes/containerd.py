@@ -10,7 +10,6 @@ does the same from the state dir alone after a crash or kill -9 of anything.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import logging
@@ -309,13 +308,20 @@ class Containerd:
         self._terminate(kill=False, timeout=timeout)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> list[str]:
-        """Stop and remove every sandbox through CRI, end the daemon, remove the leftovers.
+        """Stop and remove every sandbox through CRI, end the daemon, sweep with cleanup_leftovers.
 
-        Returns the leftovers that had to be removed by force (empty after a clean CRI teardown).
+        Returns what the sweep removed: after a clean CRI teardown only the pod cgroup dirs (runc
+        removes a sandbox's own cgroup, never the parents it was given). A sandbox CRI cannot
+        remove is logged and then removed by force.
         """
         if self.pid is not None:
-            with contextlib.suppress(CriError), self.client(timeout=timeout) as cri:
-                remove_all_sandboxes(cri)
+            with self.client(timeout=timeout) as cri:
+                try:
+                    remove_all_sandboxes(cri)
+                except CriError as e:
+                    log.warning(
+                        "sandbox teardown through CRI failed", extra={"node": self.rt.node, "error": str(e)}
+                    )
         self._terminate(kill=False, timeout=timeout)
         return cleanup_leftovers(self.rt.state_dir)
 
@@ -400,8 +406,14 @@ def cleanup_leftovers(state_dir: Path) -> list[str]:
     removed: list[str] = []
     daemons = leftovers.processes_with_args("containerd", ["--config", str(state_dir / "config.toml")])
     if daemons and socket.exists():
-        with contextlib.suppress(CriError), CriClient(str(socket), timeout=5.0) as cri:
-            removed += [f"sandbox {i} (through CRI)" for i in remove_all_sandboxes(cri)]
+        with CriClient(str(socket), timeout=5.0) as cri:
+            try:
+                removed += [f"sandbox {i} (through CRI)" for i in remove_all_sandboxes(cri)]
+            except CriError as e:  # the forced path below still removes them
+                log.warning(
+                    "sandbox teardown through CRI failed",
+                    extra={"state_dir": str(state_dir), "error": str(e)},
+                )
     for pid in daemons:
         removed.append(f"containerd pid {pid}")
         leftovers.kill_and_wait(pid, signal.SIGTERM, STOP_TIMEOUT_S)
