@@ -887,6 +887,53 @@ def test_a_service_account_is_refused_then_allowed_by_rbac(kc: Kubectl, ns: str)
     )
 
 
+def test_imperative_rbac_and_can_i_as_a_service_account(kc: Kubectl, ns: str) -> None:
+    """`kubectl create role/rolebinding` (protobuf bodies) and `auth can-i --as` (impersonation): how a
+    reviewer proves least privilege."""
+    kc("create", "serviceaccount", "controller", "-n", ns)
+    kc(
+        "create",
+        "role",
+        "controller",
+        "-n",
+        ns,
+        "--verb=get,list,watch,create,update,patch,delete",
+        "--resource=podnetworkrulesets.mnp.dev",
+    )
+    kc(
+        "create",
+        "rolebinding",
+        "controller",
+        "-n",
+        ns,
+        "--role=controller",
+        f"--serviceaccount={ns}:controller",
+    )
+    role = kc.json("get", "role", "controller", "-n", ns)
+    assert role["rules"] == [
+        {
+            "apiGroups": ["mnp.dev"],
+            "resources": ["podnetworkrulesets"],
+            "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+        }
+    ]
+    sa = f"system:serviceaccount:{ns}:controller"
+
+    def can(*args: str) -> str:
+        return kc("auth", "can-i", f"--as={sa}", *args, check=False).stdout.strip()
+
+    assert can("create", "pnr", "-n", ns) == "yes"
+    assert can("patch", "pnr", "--subresource=status", "-n", ns) == "no"
+    assert can("create", "pnr", "-n", "default") == "no"
+    assert can("list", "pods", "-n", ns) == "no"
+    listed = kc("--as", sa, "get", "pnr", "-n", ns, "-o", "name", check=False)
+    assert listed.returncode == 0 and listed.stdout == "", listed.stderr
+    denied = kc("--as", sa, "get", "pods", "-n", ns, check=False)
+    assert (
+        denied.returncode == 1 and f'User "{sa}" cannot list resource "pods" in API group ""' in denied.stderr
+    )
+
+
 def test_kubectl_retries_a_429_that_carries_retry_after(kc: Kubectl, ns: str) -> None:
     kc.server.faults({"failNext": {"count": 2, "code": 429, "pathPrefix": f"/api/v1/namespaces/{ns}"}})
     try:
