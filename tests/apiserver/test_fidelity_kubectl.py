@@ -246,6 +246,31 @@ def test_deleting_a_crd_removes_its_objects_and_its_resource_type(kubectl_home: 
         assert kc("get", "pnr", "-A", "-o", "name").stdout == "", "objects of a deleted CRD do not come back"
 
 
+def test_kubectl_keeps_working_across_a_crash_and_restart(kubectl_home: Path) -> None:
+    """Same directory, port, CA and token after kill -9: a user's kubeconfig and discovery cache stay good."""
+    with running_apiserver() as server:
+        kc = Kubectl(server=server, home=kubectl_home)
+        kc("apply", "-f", str(CRDS_DIR))
+        kc("wait", "--for=condition=Established", "crd", "--all", "--timeout=20s")
+        kc("apply", "-f", "-", input=yaml.safe_dump(ruleset("kept", "default")))
+        status_patch(kc, "default", "kept")
+        before = kc.json("get", "pnr", "kept", "-n", "default")
+        kubeconfig = server.kubeconfig.read_text()
+        server.restart(crash=True)
+        assert yaml.safe_load(server.kubeconfig.read_text()) == yaml.safe_load(kubeconfig), (
+            "same CA, token, server"
+        )
+        after = kc.json("get", "pnr", "kept", "-n", "default")
+        assert (after["metadata"], after["spec"], after["status"]) == (
+            before["metadata"],
+            before["spec"],
+            before["status"],
+        )
+        row = table(kc("get", "pnr", "-n", "default").stdout)[0]
+        assert (row["NAME"], row["APPLIED"]) == ("kept", "True")
+        kc("wait", "--for=condition=Applied", "pnr/kept", "-n", "default", "--timeout=15s")
+
+
 def test_explain_shows_the_crd_schema(kc: Kubectl) -> None:
     kc("api-resources", "--api-group=mnp.dev")  # as a user would after installing CRDs: fresh discovery
     out = kc("explain", "pnr.spec.node").stdout
