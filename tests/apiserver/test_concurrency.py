@@ -213,6 +213,7 @@ def essence(objs: dict[str, dict[str, Any]]) -> dict[str, tuple[int, Any, Any, A
 # Closing kr8s's watch mid-stream leaves httpx's inner line iterators to the event loop's finalizer,
 # which closes them from another task and anyio complains; client teardown noise, not server behaviour.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.slow
 def test_writers_and_watchers_agree_on_every_event(apiserver: ApiServer) -> None:
     api = python_client(apiserver)
     install_crds(api, crd_documents())
