@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,6 +217,33 @@ def test_dual_stack_primary_network_reaches_the_other_node_over_both_families(
         assert b.ips[0].startswith("198.18.2.") and b.ips[1].startswith("2001:db8:18:2::")
         probes = [Probe(a.netns_path, b.netns_path, ip, 8080, "tcp") for ip in b.ips]
         assert probe_all(probes, timeout=3.0) == [True, True]
+
+
+def test_sandbox_netns_path_works_in_a_mount_namespace_made_before_the_sandbox(cluster: Cluster) -> None:
+    # Like a container with hostPath volumes: a private mount namespace with slave propagation.
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation=slave", "sleep", "60"])
+    try:
+        for _ in range(100):  # the mount namespace must exist before the sandbox's netns is mounted
+            if os.readlink(f"/proc/{holder.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt"):
+                break
+            time.sleep(0.01)
+        node = cluster.nodes[0]
+        status = node.cri.sandbox_status(node.run("a"))
+        argv = [
+            "nsenter",
+            f"--mount=/proc/{holder.pid}/ns/mnt",
+            "nsenter",
+            f"--net={status.netns_path}",
+            "ip",
+            "-br",
+            "addr",
+        ]
+        out = subprocess.run(argv, capture_output=True, text=True, check=False)
+        assert out.returncode == 0, out.stderr
+        assert status.ips[0] in out.stdout
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_multus_style_net1_in_sandboxes_carries_traffic_across_nodes(cluster: Cluster) -> None:

@@ -83,6 +83,11 @@ class NodeRuntime:
         return self.state_dir / "state" / "runc"
 
     @property
+    def netns_dir(self) -> Path:
+        """Where the CRI plugin bind-mounts pod netns files (netns_mounts_under_state_dir)."""
+        return self.state_dir / "state" / "io.containerd.grpc.v1.cri" / "netns"
+
+    @property
     def cni_conf_dir(self) -> Path:
         return self.state_dir / "cni"
 
@@ -254,6 +259,7 @@ class Containerd:
         if not os.path.exists(netns):
             raise ContainerdError(f"node {self.rt.node}: netns {netns} does not exist")
         self.rt.socket.unlink(missing_ok=True)  # a stale socket would look ready
+        share_netns_dir(self.rt)
         started = time.monotonic()
         with open(self.rt.log_path, "ab") as out:
             # nsenter (not `ip netns exec`, which remounts /sys and hides the cgroup mounts from runc)
@@ -353,6 +359,23 @@ class Containerd:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def share_netns_dir(rt: NodeRuntime) -> None:
+    """Make the pod netns dir a shared mount (a bind of itself), like `ip netns` does for /run/netns.
+
+    A process in its own mount namespace (a container with hostPath volumes) sees netns files mounted
+    after it started only if they propagate: into a namespace with slave propagation, from a shared
+    mount. Without this the path is an empty file there and setns fails with EINVAL.
+    """
+    path = rt.netns_dir
+    path.mkdir(parents=True, exist_ok=True)
+    if str(path) in leftovers.mounts_under(path):
+        return
+    for argv in (["mount", "--bind", str(path), str(path)], ["mount", "--make-shared", str(path)]):
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise ContainerdError(f"node {rt.node}: {' '.join(argv)}: {proc.stderr.strip()}")
 
 
 def start_node_runtime(rt: NodeRuntime, image: OciImage) -> Containerd:
@@ -457,6 +480,7 @@ __all__ = [
     "primary_network",
     "remove_all_sandboxes",
     "render_config",
+    "share_netns_dir",
     "start_node_runtime",
     "write_config",
 ]
