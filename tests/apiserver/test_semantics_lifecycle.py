@@ -170,3 +170,9 @@ def test_garbage_collection_still_knows_owners_after_a_restart(apiserver: ApiSer
     h = Http(apiserver)
     h.ok("DELETE", f"/api/v1/namespaces/{ns}/configmaps/owner")
     assert gone(h, f"{W}/namespaces/{ns}/widgets/dep")
+
+
+def test_every_namespace_gets_a_default_service_account(h: Http) -> None:
+    ns = namespace(h, unique("sa"))
+    assert h.get(f"/api/v1/namespaces/{ns}/serviceaccounts/default")["metadata"]["namespace"] == ns
+    assert h.get("/api/v1/namespaces/default/serviceaccounts/default")

@@ -167,6 +167,16 @@ class Lifecycle:
             self.store.catalog.set_crd(_meta(ref)["name"], crd_types(new) if new is not None else [])
         if new is None and old is not None:
             self._after_removal(t, old)
+        if old is None and new is not None and t.store_key == NAMESPACES:
+            self._default_service_account(_meta(new).get("name", ""))
+
+    def _default_service_account(self, ns: str) -> None:
+        """Every namespace gets a `default` ServiceAccount, as the service-account controller makes."""
+        from mnp.local.apiserver.objects import WriteOptions
+
+        if self.store.storage.get(("", "serviceaccounts"), ns, "default") is None:
+            sa_type = self.store.catalog.find("", "v1", "serviceaccounts")
+            self.store.create(sa_type, ns, {"metadata": {"name": "default"}}, WriteOptions())
 
     def _after_removal(self, t: ResourceType, old: dict[str, Any]) -> None:
         meta = _meta(old)
