@@ -407,6 +407,31 @@ def test_cleanup_after_kill_9_of_containerd_and_shim_with_the_fabric_gone(cluste
     assert leftovers.cgroup_processes(n1.rt.cgroup_root) == []
 
 
+def test_cleanup_finds_a_sandbox_outside_the_node_cgroup_root_by_its_runc_state(cluster: Cluster) -> None:
+    n1 = cluster.nodes[0]
+    parent = f"/{cluster.cgroup_prefix}/elsewhere"
+    sid = n1.cri.run_sandbox("odd", "default", "uid-odd", {}, {}, parent)
+    n1.sandboxes.append(sid)
+    status = n1.cri.sandbox_status(sid)
+    n1.pids.append(status.pid)
+    try:
+        shims = leftovers.processes_with_args("containerd-shim-runc-v2", ["-address", str(n1.rt.socket)])
+        assert n1.containerd.pid is not None
+        for pid in (n1.containerd.pid, *shims):
+            os.kill(pid, signal.SIGKILL)
+        n1.containerd.shutdown()
+        assert leftovers.cgroup_processes(n1.rt.cgroup_root) == []  # not where the node looks first
+        removed = cleanup_leftovers(n1.rt.state_dir)
+        assert f"sandbox process pid {status.pid}" in removed
+        assert not leftovers.process_alive(status.pid) and not os.path.exists(status.netns_path)
+        assert [h for h in leftovers.cgroup_hierarchies() if (h / parent.strip("/") / sid).exists()] == []
+    finally:
+        # The parent was ours to give and is ours to remove; runc only removes the sandbox's own cgroup.
+        for h in leftovers.cgroup_hierarchies():
+            with contextlib.suppress(FileNotFoundError):
+                (h / parent.strip("/")).rmdir()
+
+
 def test_a_second_containerd_on_the_same_state_dir_is_refused(cluster: Cluster) -> None:
     node = cluster.nodes[0]
     with pytest.raises(ContainerdError, match="already runs"):

@@ -444,6 +444,8 @@ def cleanup_leftovers(state_dir: Path) -> list[str]:
     for pid in leftovers.processes_with_args("containerd-shim-runc-v2", ["-address", str(socket)]):
         removed.append(f"shim pid {pid}")
         leftovers.kill_and_wait(pid, signal.SIGKILL, STOP_TIMEOUT_S)
+    for container in leftovers.runc_containers(state_dir / "state" / "runc"):
+        removed += leftovers.kill_runc_container(container, STOP_TIMEOUT_S)
     if rt is not None:
         for pid in leftovers.cgroup_processes(rt.cgroup_root):
             removed.append(f"sandbox process pid {pid}")

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import hashlib
+import json
 import os
 import shutil
 import signal
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from mnp.api.errors import MnpError
@@ -90,6 +93,63 @@ def process_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass(frozen=True, slots=True)
+class RuncContainer:
+    """What runc's state.json says about a container: its init process and its own cgroups."""
+
+    id: str
+    init_pid: int
+    init_start: int  # start time in clock ticks since boot (/proc/<pid>/stat field 22)
+    cgroup_paths: tuple[str, ...]
+
+
+def runc_containers(runc_root: Path) -> list[RuncContainer]:
+    """The containers a runc root (with its per-namespace subdirs) still has state for."""
+    found = []
+    for state in sorted(runc_root.glob("*/*/state.json")):
+        try:
+            raw = json.loads(state.read_text())
+            found.append(
+                RuncContainer(
+                    id=str(raw["id"]),
+                    init_pid=int(raw["init_process_pid"]),
+                    init_start=int(raw["init_process_start"]),
+                    cgroup_paths=tuple(sorted(str(p) for p in (raw.get("cgroup_paths") or {}).values())),
+                )
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def kill_runc_container(container: RuncContainer, timeout: float) -> list[str]:
+    """SIGKILL the container's init (if that pid is still the same process) and rmdir its cgroups.
+
+    Covers sandboxes whose cgroup parent lies outside the node's cgroup root, after their shim died.
+    """
+    removed = []
+    if process_alive(container.init_pid) and _start_time(container.init_pid) == container.init_start:
+        kill_and_wait(container.init_pid, signal.SIGKILL, timeout)
+        removed.append(f"sandbox process pid {container.init_pid}")
+    for path in container.cgroup_paths:
+        if Path(path).is_relative_to("/sys/fs/cgroup"):
+            try:
+                Path(path).rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise LeftoverError(f"rmdir cgroup {path}: {e.strerror}") from e
+            removed.append(f"cgroup {path}")
+    return removed
+
+
+def _start_time(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def cgroup_hierarchies() -> list[Path]:
@@ -171,7 +231,7 @@ def unmount_under(path: Path) -> list[str]:
         for point in points:
             if _libc.umount2(point.encode(), _MNT_DETACH) != 0:
                 err = ctypes.get_errno()
-                if err not in (22, 2):  # EINVAL: not a mount point (any more); ENOENT: gone
+                if err not in (errno.EINVAL, errno.ENOENT):  # not a mount point (any more), or gone
                     raise LeftoverError(f"umount {point}: {os.strerror(err)}")
             done.append(point)
     left = mounts_under(path)
@@ -248,10 +308,12 @@ def _unescape(field: str) -> str:
 
 __all__ = [
     "LeftoverError",
+    "RuncContainer",
     "cgroup_hierarchies",
     "cgroup_processes",
     "empty_dir",
     "iter_processes",
+    "kill_runc_container",
     "kill_and_wait",
     "mounts_under",
     "process_alive",
@@ -260,6 +322,7 @@ __all__ = [
     "remove_cni_results",
     "remove_empty_shared_dirs",
     "remove_shim_sockets",
+    "runc_containers",
     "shim_socket",
     "task_ids",
     "unmount_under",
