@@ -197,3 +197,34 @@ def test_list_pages_with_limit_and_continue_cover_every_object_once(h: Http, ns:
     assert (seen, pages) == ([f"pg{n}" for n in range(7)], 3)
     status, body, _ = h.call("GET", f"/api/v1/namespaces/{ns}/configmaps", params={"continue": "garbage"})
     assert status == 400
+
+
+def _field(num: int, payload: bytes | int) -> bytes:
+    """One protobuf field: a varint (int) or a length-delimited value (bytes)."""
+    def varint(n: int) -> bytes:
+        out = b""
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            out += bytes([byte | (0x80 if n else 0)])
+            if not n:
+                return out
+    if isinstance(payload, int):
+        return varint(num << 3) + varint(payload)
+    return varint(num << 3 | 2) + varint(len(payload)) + payload
+
+
+def test_protobuf_bodies_of_kubectls_typed_clients_are_decoded(h: Http) -> None:
+    name = unique("pb")
+    labels = _field(11, _field(1, b"team") + _field(2, b"net"))
+    meta = _field(1, name.encode()) + labels
+    cm = _field(1, meta) + _field(2, _field(1, b"k") + _field(2, b"v"))
+    envelope = b"k8s\x00" + _field(1, _field(1, b"v1") + _field(2, b"ConfigMap")) + _field(2, cm)
+    status, made, headers = h.call("POST", "/api/v1/namespaces/default/configmaps", envelope,
+                                   ctype="application/vnd.kubernetes.protobuf",
+                                   headers={"Accept": "application/vnd.kubernetes.protobuf,application/json"})
+    assert status == 201 and headers["content-type"] == "application/json"
+    assert (made["metadata"]["name"], made["metadata"]["labels"], made["data"]) == (name, {"team": "net"}, {"k": "v"})
+    unknown = b"k8s\x00" + _field(1, _field(1, b"v1") + _field(2, b"Service")) + _field(2, b"")
+    status, body, _ = h.call("POST", "/api/v1/namespaces/default/configmaps", unknown,
+                             ctype="application/vnd.kubernetes.protobuf")
+    assert (status, body["reason"]) == (415, "UnsupportedMediaType")

@@ -79,7 +79,51 @@ BINDING: Schema = {
     2: ("subjects", SUBJECT, True),
     3: ("roleRef", ROLE_REF, False),
 }
+CONTAINER: Schema = {
+    1: ("name", "string", False),
+    2: ("image", "string", False),
+    3: ("command", "string", True),
+    4: ("args", "string", True),
+    5: ("workingDir", "string", False),
+    6: (
+        "ports",
+        {
+            1: ("name", "string", False),
+            2: ("hostPort", "int", False),
+            3: ("containerPort", "int", False),
+            4: ("protocol", "string", False),
+            5: ("hostIP", "string", False),
+        },
+        True,
+    ),
+    7: ("env", {1: ("name", "string", False), 2: ("value", "string", False)}, True),
+    8: ("resources", {}, False),
+    14: ("imagePullPolicy", "string", False),
+}
+POD_SPEC: Schema = {
+    2: ("containers", CONTAINER, True),
+    3: ("restartPolicy", "string", False),
+    4: ("terminationGracePeriodSeconds", "int", False),
+    6: ("dnsPolicy", "string", False),
+    7: ("nodeSelector", "map", True),
+    8: ("serviceAccountName", "string", False),
+    10: ("nodeName", "string", False),
+    11: ("hostNetwork", "bool", False),
+}
+POD_TEMPLATE: Schema = {1: ("metadata", OBJECT_META, False), 2: ("spec", POD_SPEC, False)}
+DEPLOYMENT_SPEC: Schema = {
+    1: ("replicas", "int", False),
+    2: ("selector", {1: ("matchLabels", "map", True)}, False),
+    3: ("template", POD_TEMPLATE, False),
+    4: ("strategy", {1: ("type", "string", False)}, False),
+    5: ("minReadySeconds", "int", False),
+}
 KINDS: dict[str, Schema] = {
+    "Deployment": {
+        1: ("metadata", OBJECT_META, False),
+        2: ("spec", DEPLOYMENT_SPEC, False),
+        3: ("status", {}, False),
+    },
     "Role": {1: ("metadata", OBJECT_META, False), 2: ("rules", POLICY_RULE, True)},
     "ClusterRole": {
         1: ("metadata", OBJECT_META, False),
