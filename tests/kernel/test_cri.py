@@ -26,14 +26,8 @@ from kernel_plan import a4, a6, assert_no_netns, on_a
 
 from mnp.local.nodes import cri_pb2, cri_pb2_grpc, leftovers
 from mnp.local.nodes.cni import cni_add, cni_del
-from mnp.local.nodes.containerd import (
-    Containerd,
-    ContainerdError,
-    NodeRuntime,
-    cleanup_leftovers,
-    start_node_runtime,
-    write_config,
-)
+from mnp.local.nodes.containerd import Containerd, cleanup_leftovers, start_node_runtime
+from mnp.local.nodes.containerd_config import ContainerdError, NodeRuntime, write_config
 from mnp.local.nodes.cri import LABEL_POD_UID, CriClient, SandboxNotFound, SandboxState
 from mnp.local.nodes.fabric import Fabric, macvlan_config
 from mnp.local.nodes.image import OciImage, build_pause_image

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mnp.local.nodes.containerd import (
+from mnp.local.nodes.containerd_config import (
     ContainerdError,
     NodeRuntime,
     load_settings,
