@@ -104,7 +104,10 @@ class App:
 
     def _admin(self, req: Request) -> Response:
         if req.method == "POST":
-            spec = json.loads(req.body or b"{}")
+            try:
+                spec = json.loads(req.body or b"{}")
+            except ValueError:
+                raise StatusError(400, "the fault payload is not JSON") from None
             self.faults.configure(spec)
             if isinstance(spec, dict) and spec.get("dropWatches"):
                 self.store.hub.drop_all()
