@@ -121,7 +121,9 @@ class CriClient:
         """RunPodSandbox for pod namespace/name with uid; returns the sandbox id once it is ready.
 
         Labels are the pod's plus the kubelet's io.kubernetes.pod.* labels; `hostname` defaults to
-        the pod name. `sysctls` (net.* ones) apply inside the sandbox's network namespace.
+        the pod name. `sysctls` (net.* ones) apply inside the sandbox's network namespace once the
+        sandbox starts: after the primary network's CNI ADD (so not to eth0's DAD), before any
+        secondary network is attached.
         """
         all_labels = {**labels, LABEL_POD_NAME: name, LABEL_POD_NAMESPACE: namespace, LABEL_POD_UID: uid}
         config = cri_pb2.PodSandboxConfig(
