@@ -175,3 +175,19 @@ def test_token_review_authenticates_service_account_tokens_and_refuses_others(h:
     assert bad["authenticated"] is False
     me = h.create("/apis/authentication.k8s.io/v1/selfsubjectreviews", {})["status"]["userInfo"]
     assert "system:masters" in me["groups"]
+
+
+def test_a_name_field_selector_lets_resource_names_rules_allow_list_and_watch(h: Http) -> None:
+    ns = namespace(h, unique("rbac"))
+    sa = service_account(h, ns, "waiter")
+    bind_role(h, ns, "waiter", [{"apiGroups": ["example.com"], "resources": ["widgets"], "verbs": ["list", "watch"],
+                                 "resourceNames": ["mine"]}])
+    h.create(f"{PNR_LIKE}/namespaces/{ns}/widgets", widget("mine"))
+    path = f"{PNR_LIKE}/namespaces/{ns}/widgets"
+    assert sa.call("GET", path, params={"fieldSelector": "metadata.name=mine"})[0] == 200
+    assert sa.call("GET", path, params={"fieldSelector": "metadata.name=other"})[0] == 403
+    assert sa.call("GET", path)[0] == 403
+    w = sa.watch(path, fieldSelector="metadata.name=mine", resourceVersion="0")
+    w.wait_for(1)
+    assert w.names() == [("ADDED", "mine")]
+    w.close()

@@ -165,7 +165,12 @@ class App:
             raise not_found_path()
         ns = route.namespace or ""
         verb = _verb(req, route)
-        attrs = rbac.Attributes(verb, t.group, t.plural, route.sub, ns if t.namespaced else "", route.name)
+        name = route.name
+        if verb in ("list", "watch") and not name:
+            # As the real RequestInfo does: a metadata.name field selector names the object, so a
+            # rule with resourceNames can allow `kubectl wait` and single-object watches.
+            name = _selected_name(req.query.get("fieldSelector") or "")
+        attrs = rbac.Attributes(verb, t.group, t.plural, route.sub, ns if t.namespaced else "", name)
         # Every authenticated user may ask about itself (the system:basic-user ClusterRole).
         if t.plural not in SELF_REVIEWS and not rbac.allowed(self.store.storage, user, attrs):
             raise rbac.forbidden(user, attrs)
@@ -314,6 +319,15 @@ def _impersonate(user: rbac.User, headers: Message) -> rbac.User:
     if "system:authenticated" not in groups:
         groups.append("system:authenticated")
     return rbac.User(name, tuple(groups), headers.get("Impersonate-Uid") or "")
+
+
+def _selected_name(selector: str) -> str:
+    names = {
+        term.split("=")[-1].strip()
+        for term in selector.split(",")
+        if term.strip().startswith("metadata.name") and "!=" not in term
+    }
+    return names.pop() if len(names) == 1 else ""
 
 
 def _agg_type(version: str) -> str:
