@@ -584,6 +584,49 @@ def test_dry_run_all_answers_as_if_written_and_stores_nothing(
     assert core.read_namespaced_config_map("keep", ns).metadata.name == "keep"
 
 
+def test_a_ruleset_over_the_real_object_size_limit_is_refused(co: client.CustomObjectsApi, ns: str) -> None:
+    """etcd's default request limit (1.5 MiB) is why the controller compacts rulesets (spec.compacted);
+    the real server answers 413 for a bigger object (and for any body over 3 MiB)."""
+
+    def sized(name: str, mib: float) -> dict[str, Any]:
+        body = ruleset(name, ns)
+        n = int(mib * 1024 * 1024 / 48)
+        body["spec"]["ingress"]["rules"][0]["peers"] = [
+            {"cidr": f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}/32", "pod": f"{ns}/peer-{i}"}
+            for i in range(n)
+        ]
+        return body
+
+    co.create_namespaced_custom_object(*PNR, ns, PNR_PLURAL, sized("fits", 1.0))
+    for name, mib in (("too-big", 2.0), ("way-too-big", 3.5)):
+        body = sized(name, mib)
+        with pytest.raises(ApiException) as exc:
+            co.create_namespaced_custom_object(*PNR, ns, PNR_PLURAL, body)
+        assert exc.value.status == 413, f"{len(json.dumps(body))} bytes: {exc.value.status}"
+        assert status_of(exc)["reason"] == "RequestEntityTooLarge"
+
+
+@pytest.mark.parametrize(
+    ("meta", "field"),
+    [
+        ({"name": "Upper"}, "metadata.name"),
+        ({"name": "ok", "labels": {"k": "bad value!"}}, "metadata.labels"),
+        ({"name": "ok", "labels": {"-k": "v"}}, "metadata.labels"),
+        ({"name": "ok", "labels": {"a/b/c": "v"}}, "metadata.labels"),
+        ({"name": "ok", "annotations": {"a": "x" * 262_145}}, "metadata.annotations"),
+    ],
+    ids=["name", "label-value", "label-key", "label-prefix", "annotations-over-256KiB"],
+)
+def test_object_metadata_is_validated_like_the_real_server(
+    core: client.CoreV1Api, ns: str, meta: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ApiException) as exc:
+        core.create_namespaced_config_map(ns, {"metadata": meta})
+    status = status_of(exc)
+    assert (exc.value.status, status["reason"]) == (422, "Invalid")
+    assert f'ConfigMap "{meta["name"]}" is invalid: {field}' in status["message"], status["message"]
+
+
 # ---- metadata semantics ------------------------------------------------------------------------------
 
 
