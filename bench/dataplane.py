@@ -4,7 +4,9 @@
 Method of /work/shared/notes/dataplane-anchors.md §1: a client pod on node 1 and two pods on node 2
 (`srv` gets the table under test, `ref` never has one), macvlan links on a fabric bridge, all in
 namespaces named mnpb-<pid>-*. trafgen blasts 60-byte UDP frames (one flow, or a new flow per packet),
-iperf3 measures bulk TCP; each sample pairs srv with ref back to back in alternating order.
+iperf3 measures bulk TCP; each sample pairs srv with ref back to back in alternating order. Rows:
+no table, mnp's renderer with one peer and with 10k peers + 1k CIDRs over 100 policies (client found
+by address, or by CIDR), and one-rule-per-peer tables for contrast. Every repetition visits every row.
 
 Run as root: .venv/bin/python bench/dataplane.py [--quick] [--reps N] [--json FILE]
 """
@@ -332,6 +334,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rows", help=f"comma list of rows (default all: {','.join(r.name for r in ROWS)})")
     p.add_argument("--nice", type=int, default=0, help="nice value of trafgen (default 0)")
     p.add_argument("--json", type=Path, help="write the raw samples and settings to this file")
+    p.add_argument(
+        "--pool",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="measure nothing: report the samples of these runs pooled",
+    )
     return p.parse_args(argv)
 
 
@@ -378,6 +387,11 @@ def leftovers(prefix: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.pool:
+        pooled, meta = report.from_json([json.loads(f.read_text()) for f in args.pool])
+        print(f"Data plane, pooled runs of {meta['date']} ({', '.join(str(f) for f in args.pool)})\n")
+        print(report.markdown(pooled, meta))
+        return 0
     s = settings_from(args)
     check_host()
     prefix = f"mnpb-{os.getpid()}"

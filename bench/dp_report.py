@@ -224,3 +224,35 @@ def to_json(rows: list[RowResult], meta: dict[str, Any]) -> dict[str, Any]:
             for r in rows
         ],
     }
+
+
+def from_json(docs: list[dict[str, Any]]) -> tuple[list[RowResult], dict[str, Any]]:
+    """Rows pooled over the raw samples of several runs (files written by --json), in first-seen order."""
+    rows: dict[str, RowResult] = {}
+    for doc in docs:
+        for raw in doc["rows"]:
+            row = rows.setdefault(raw["name"], RowResult(raw["name"], raw["description"], raw["ct"]))
+            if raw.get("load_ms") is not None:
+                row.load_ms = raw["load_ms"] if row.load_ms is None else max(row.load_ms, raw["load_ms"])
+            row.flags += raw.get("flags", [])
+            for kind in ("established", "new_flows", "bulk"):
+                getattr(row, kind).extend(
+                    Pair(
+                        p["test"],
+                        p["ref"],
+                        list(p["flags"]),
+                        p.get("test_mean", 0.0),
+                        p.get("ref_mean", 0.0),
+                        p.get("test_per_cpu", 0.0),
+                        p.get("ref_per_cpu", 0.0),
+                        p.get("test_share", 0.0),
+                        p.get("ref_share", 0.0),
+                    )
+                    for p in raw[kind]
+                )
+    metas = [d["meta"] for d in docs]
+    meta = dict(metas[-1])
+    meta["date"] = ", ".join(m["date"] for m in metas)
+    meta["reps"] = "+".join(str(m["reps"]) for m in metas)
+    meta["bulk_reps"] = "+".join(str(m["bulk_reps"]) for m in metas)
+    return list(rows.values()), meta
