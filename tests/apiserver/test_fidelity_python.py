@@ -801,6 +801,78 @@ def test_deleting_a_namespace_removes_its_objects(
     assert core.read_namespaced_config_map("cm", other).metadata.name == "cm"
 
 
+def test_a_terminating_namespace_refuses_new_objects_until_its_finalized_content_goes(
+    co: client.CustomObjectsApi, core: client.CoreV1Api
+) -> None:
+    name = unique("term")
+    core.create_namespace({"metadata": {"name": name}})
+    create_pnr(co, name, "held", finalizers=["mnp.dev/agent"])
+    core.delete_namespace(name)
+    wait_until(lambda: core.read_namespace(name).status.phase == "Terminating", 5, what="Terminating")
+    time.sleep(0.5)
+    assert get_pnr(co, name, "held")["metadata"]["deletionTimestamp"], "the namespace deletes its content"
+    with pytest.raises(ApiException) as exc:
+        core.create_namespaced_config_map(name, {"metadata": {"name": "late"}})
+    body = status_of(exc)
+    assert (exc.value.status, body["reason"]) == (403, "Forbidden")
+    assert "because it is being terminated" in body["message"], body["message"]
+    assert core.read_namespace(name).status.phase == "Terminating", "a finalizer holds the namespace"
+    co.patch_namespaced_custom_object(*PNR, name, PNR_PLURAL, "held", {"metadata": {"finalizers": None}})
+
+    def gone() -> bool:
+        try:
+            core.read_namespace(name)
+        except ApiException as e:
+            return e.status == 404
+        return False
+
+    wait_until(gone, 15, what=f"namespace {name} to go once its last finalizer is removed")
+
+
+def test_delete_preconditions_and_foreground_propagation(
+    co: client.CustomObjectsApi, core: client.CoreV1Api, ns: str
+) -> None:
+    made = create_pnr(co, ns, "pre")
+    co.patch_namespaced_custom_object(*PNR, ns, PNR_PLURAL, "pre", {"spec": {"compacted": True}})
+    with pytest.raises(ApiException) as exc:
+        co.delete_namespaced_custom_object(
+            *PNR,
+            ns,
+            PNR_PLURAL,
+            "pre",
+            body={"preconditions": {"resourceVersion": made["metadata"]["resourceVersion"]}},
+        )
+    assert exc.value.status == 409
+    with pytest.raises(ApiException) as exc:
+        co.delete_namespaced_custom_object(
+            *PNR, ns, PNR_PLURAL, "pre", body={"preconditions": {"uid": "not-its-uid"}}
+        )
+    assert exc.value.status == 409
+    co.delete_namespaced_custom_object(
+        *PNR, ns, PNR_PLURAL, "pre", body={"preconditions": {"uid": made["metadata"]["uid"]}}
+    )
+    owner = core.create_namespaced_pod(ns, pod("fg", ns))
+    ref = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": "fg",
+        "uid": owner.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    create_pnr(co, ns, "fg", owner=ref)
+    core.delete_namespaced_pod("fg", ns, propagation_policy="Foreground")
+
+    def both_gone() -> bool:
+        pods = [p.metadata.name for p in core.list_namespaced_pod(ns).items]
+        rulesets = [
+            i["metadata"]["name"] for i in co.list_namespaced_custom_object(*PNR, ns, PNR_PLURAL)["items"]
+        ]
+        return "fg" not in pods and "fg" not in rulesets
+
+    wait_until(both_gone, 10, what="foreground deletion of the pod and its ruleset")
+
+
 # ---- watch -------------------------------------------------------------------------------------------
 
 
