@@ -1001,6 +1001,27 @@ def test_a_label_moving_between_nodes_is_deleted_on_one_watch_and_added_on_the_o
     assert summary(on_b) == [("ADDED", "mover", rv(moved))]
 
 
+def test_binding_a_pod_adds_it_to_its_nodes_field_selector_watch(core: client.CoreV1Api, ns: str) -> None:
+    body = pod("unbound", ns)
+    del body["spec"]["nodeName"]
+    made = core.create_namespaced_pod(ns, body)
+    start = made.metadata.resource_version
+    binding = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": "unbound"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "node-7"},
+    }
+    core.create_namespaced_pod_binding("unbound", ns, binding, _preload_content=False)
+    assert core.read_namespaced_pod("unbound", ns).spec.node_name == "node-7"
+    events = collect(
+        core.list_namespaced_pod, ns, field_selector="spec.nodeName=node-7", resource_version=start
+    )
+    assert [(e["type"], e["object"].metadata.name, e["object"].spec.node_name) for e in events] == [
+        ("ADDED", "unbound", "node-7")
+    ]
+
+
 def test_watch_with_a_field_selector_on_the_name(co: client.CustomObjectsApi, ns: str) -> None:
     start = str(rv(co.list_namespaced_custom_object(*PNR, ns, PNR_PLURAL)))
     create_pnr(co, ns, "one")
