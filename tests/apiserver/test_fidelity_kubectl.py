@@ -510,6 +510,9 @@ def test_get_pods_and_namespaces_print_the_builtin_columns(kc: Kubectl, listed: 
         "node-1",
     )
     assert rows["p-1"]["READY"].endswith("/2")
+    # Category "all" (discovery's categories) is what `kubectl get all` expands.
+    every = kc("get", "all", "-n", listed, "-o", "name").stdout.split()
+    assert {"pod/p-1", "pod/p-2"} <= set(every) and not any("podnetworkruleset" in n for n in every), every
     ns_rows = {r["NAME"]: r for r in table(kc("get", "namespaces").stdout)}
     assert ns_rows["default"]["STATUS"] == "Active" and ns_rows[listed]["STATUS"] == "Active"
 
