@@ -235,8 +235,9 @@ def test_json_patch_applies_operations_and_a_failed_test_is_422(h: Http, ns: str
     path, jp = f"{W}/namespaces/{ns}/widgets/jp", "application/json-patch+json"
     got = h.ok("PATCH", path, [{"op": "test", "path": "/spec/size", "value": 1},
                                {"op": "replace", "path": "/spec/size", "value": 3},
-                               {"op": "add", "path": "/metadata/labels", "value": {"a~b": "c"}}], ctype=jp)
-    assert got["spec"]["size"] == 3 and got["metadata"]["labels"] == {"a~b": "c"}
+                               {"op": "add", "path": "/metadata/labels", "value": {}},
+                               {"op": "add", "path": "/metadata/labels/example.com~1x", "value": "y"}], ctype=jp)
+    assert got["spec"]["size"] == 3 and got["metadata"]["labels"] == {"example.com/x": "y"}
     status, body, _ = h.call("PATCH", path, [{"op": "test", "path": "/spec/size", "value": 1}], ctype=jp)
     assert status == 422 and body["kind"] == "Status"
 
@@ -296,3 +297,34 @@ def test_startup_is_under_two_seconds(tmp_path: Any) -> None:
         assert time.monotonic() - t0 < 2.0
     finally:
         server.kill()
+
+
+def test_unknown_fields_of_built_in_kinds_follow_field_validation(h: Http, ns: str) -> None:
+    pod = {"metadata": {"name": "typo"}, "spec": {"contianers": [], "containers": [
+        {"name": "a", "image": "x", "imagePullPolcy": "Always"}]}}
+    status, body, _ = h.call("POST", f"/api/v1/namespaces/{ns}/pods", pod, params={"fieldValidation": "Strict"})
+    assert status == 400 and body["message"] == ('strict decoding error: unknown field "spec.contianers", '
+                                                 'unknown field "spec.containers[0].imagePullPolcy"')
+    status, made, headers = h.call("POST", f"/api/v1/namespaces/{ns}/pods", pod, params={"fieldValidation": "Warn"})
+    assert status == 201 and "contianers" not in made["spec"] and "spec.contianers" in headers["warning"]
+    status, _, _ = h.call("POST", f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "c"}, "dta": {}},
+                          params={"fieldValidation": "Strict"})
+    assert status == 400
+
+
+def test_label_keys_values_and_annotation_sizes_are_validated(h: Http, ns: str) -> None:
+    for meta in ({"labels": {"-k": "v"}}, {"labels": {"a/b/c": "v"}}, {"labels": {"k": "bad value"}},
+                 {"annotations": {"a": "x" * 262_145}}):
+        status, body, _ = h.call("POST", f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "m", **meta}})
+        assert (status, body["reason"]) == (422, "Invalid"), meta
+        assert body["message"].startswith('ConfigMap "m" is invalid: metadata.'), body["message"]
+
+
+def test_objects_over_the_etcd_limit_and_bodies_over_3_mib_are_413(h: Http, ns: str) -> None:
+    big = {"metadata": {"name": "big"}, "data": {f"k{i}": "x" * 1000 for i in range(1700)}}
+    status, body, _ = h.call("POST", f"/api/v1/namespaces/{ns}/configmaps", big)
+    assert (status, body["reason"]) == (413, "RequestEntityTooLarge")
+    huge = {"metadata": {"name": "huge"}, "data": {f"k{i}": "x" * 1000 for i in range(3300)}}
+    status, body, _ = h.call("POST", f"/api/v1/namespaces/{ns}/configmaps", huge)
+    assert status == 413 and body["message"] == "Request entity too large: limit is 3145728"
+    assert h.call("GET", f"/api/v1/namespaces/{ns}/configmaps/big")[0] == 404

@@ -13,6 +13,7 @@ import secrets
 import uuid
 from typing import Any
 
+from mnp.local.apiserver import builtin_fields
 from mnp.local.apiserver import schema as structural
 from mnp.local.apiserver.catalog import ResourceType
 from mnp.local.apiserver.errors import StatusError, invalid
@@ -74,25 +75,65 @@ def check_name(t: ResourceType, name: str, ns: str) -> None:
         raise invalid(t.kind, t.group, name, causes)
 
 
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_NAME_RULE = (
+    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+    "alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is "
+    "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+)
+_LABEL_VALUE_RULE = (
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must "
+    "start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used "
+    "for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+)
+_ANNOTATIONS_LIMIT = 256 * 1024
+
+
+def _qualified_name_problem(key: Any) -> str | None:
+    """Why a label or annotation key is not a qualified name ([prefix/]name), or None."""
+    if not isinstance(key, str) or not key:
+        return "name part must be non-empty"
+    parts = key.split("/")
+    if len(parts) > 2:
+        return (
+            "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and "
+            "end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used "
+            "for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain "
+            "prefix and '/' (e.g. 'example.com/MyName')"
+        )
+    name = parts[-1]
+    if len(parts) == 2 and (not parts[0] or len(parts[0]) > 253 or not _DNS_SUBDOMAIN.match(parts[0])):
+        return "prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters"
+    if not name:
+        return "name part must be non-empty"
+    if len(name) > 63:
+        return "name part must be no more than 63 characters"
+    if not _QUALIFIED_NAME.match(name):
+        return _NAME_RULE
+    return None
+
+
 def check_metadata(t: ResourceType, obj: dict[str, Any]) -> None:
     meta = obj.get("metadata") or {}
     causes: list[tuple[str, str]] = []
     for key, value in (meta.get("labels") or {}).items():
+        problem = _qualified_name_problem(key)
+        if problem:
+            causes.append(("metadata.labels", f'Invalid value: "{key}": {problem}'))
         if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
-            causes.append(
-                (
-                    "metadata.labels",
-                    f'Invalid value: "{value}": a valid label must be an empty '
-                    "string or consist of alphanumeric characters, '-', '_' or '.'",
-                )
-            )
-        if not isinstance(key, str) or not key or len(key.split("/")[-1]) > 63:
-            causes.append(
-                ("metadata.labels", f'Invalid value: "{key}": name part must be no more than 63 characters')
-            )
-    for key, value in (meta.get("annotations") or {}).items():
+            causes.append(("metadata.labels", f'Invalid value: "{value}": {_LABEL_VALUE_RULE}'))
+    annotations = meta.get("annotations") or {}
+    size = 0
+    for key, value in annotations.items():
+        problem = _qualified_name_problem(key)
+        if problem:
+            causes.append(("metadata.annotations", f'Invalid value: "{key}": {problem}'))
         if not isinstance(value, str):
             causes.append((f"metadata.annotations.{key}", "Invalid value: must be a string"))
+        else:
+            size += len(str(key)) + len(value)
+    if size > _ANNOTATIONS_LIMIT:
+        causes.append(("metadata.annotations", f"Too long: may not be more than {_ANNOTATIONS_LIMIT} bytes"))
     if causes:
         raise invalid(t.kind, t.group, meta.get("name", ""), causes)
 
@@ -206,8 +247,15 @@ def spec_part(t: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
 def validate_custom(
     t: ResourceType, obj: dict[str, Any], validation: str
 ) -> tuple[dict[str, Any], list[str]]:
-    """Prune and validate a custom resource; returns it with the warnings for `fieldValidation=Warn`."""
-    if t.builtin or not t.schema:
+    """Prune and validate an object; returns it with the warnings for `fieldValidation=Warn`."""
+    if t.builtin:
+        unknown = builtin_fields.prune_unknown(t.plural, obj)
+        if unknown and validation == "Strict":
+            raise StatusError(
+                400, "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown)
+            )
+        return obj, [f'unknown field "{u}"' for u in unknown] if validation in ("Warn", "") else []
+    if not t.schema:
         return obj, []
     name = (obj.get("metadata") or {}).get("name") or (obj.get("metadata") or {}).get("generateName", "")
     pruned, found = structural.check(t.schema, obj)

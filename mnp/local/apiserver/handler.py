@@ -20,6 +20,7 @@ from mnp.local.apiserver.app import App, Request, Response
 from mnp.local.apiserver.errors import StatusError
 
 log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 3 * 1024 * 1024  # the real server's request body limit
 
 
 class ApiHTTPServer(ThreadingHTTPServer):
@@ -76,6 +77,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            # Read it all anyway: a client still sending would see a reset instead of the answer.
+            remaining = length
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+            message = f"Request entity too large: limit is {MAX_BODY_BYTES}"
+            self._send(Response(413, StatusError(413, message, "RequestEntityTooLarge").status()))
+            return
         body = self.rfile.read(length) if length else b""
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}

@@ -23,7 +23,7 @@ from mnp.local.apiserver import schema as structural
 from mnp.local.apiserver.catalog import Catalog, ResourceType
 from mnp.local.apiserver.errors import StatusError, already_exists, conflict, invalid, not_found
 from mnp.local.apiserver.selectors import FieldSelector, LabelSelector
-from mnp.local.apiserver.storage import Storage
+from mnp.local.apiserver.storage import ObjectTooLarge, Storage
 from mnp.local.apiserver.watch import Event, WatchHub
 
 Clock = Callable[[], datetime.datetime]
@@ -147,7 +147,10 @@ class Store:
         stored = new if new is not None else copy.deepcopy(old)
         assert stored is not None
         stored["metadata"]["resourceVersion"] = str(rv)
-        self.storage.commit(rv, [(t.store_key, ns, name, new)])
+        try:
+            self.storage.commit(rv, [(t.store_key, ns, name, new)])
+        except ObjectTooLarge:
+            raise StatusError(413, "etcdserver: request is too large", "RequestEntityTooLarge") from None
         kind = event or ("DELETED" if new is None else "ADDED" if old is None else "MODIFIED")
         self.hub.publish(Event(rv, kind, t.store_key, ns, stored, old))
         self.lifecycle.after_write(t, old, new)
@@ -156,6 +159,9 @@ class Store:
     # --- create ------------------------------------------------------------------------------
     def create(self, t: ResourceType, ns: str, body: Any, opts: WriteOptions) -> dict[str, Any]:
         obj = self._body(t, ns, body)
+        if t.builtin:  # decoding comes first: unknown fields of built-ins fail before any validation
+            obj, warnings = adm.validate_custom(t, obj, opts.field_validation)
+            opts.warnings.extend(warnings)
         with self.lock:
             meta = obj["metadata"]
             if not meta.get("name") and meta.get("generateName"):
@@ -173,8 +179,9 @@ class Store:
                 adm.validate_pod(obj)
             if t.builtin:
                 adm.normalize_times(obj)
-            obj, warnings = adm.validate_custom(t, obj, opts.field_validation)
-            opts.warnings.extend(warnings)
+            if not t.builtin:
+                obj, warnings = adm.validate_custom(t, obj, opts.field_validation)
+                opts.warnings.extend(warnings)
             obj = self.lifecycle.before_create(t, obj)
             return self.view(t, self.write(t, None, obj, opts))
 

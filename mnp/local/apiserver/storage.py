@@ -28,6 +28,16 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 """
 
 
+# etcd's default request limit, which is what makes the real server refuse a bigger object.
+MAX_OBJECT_BYTES = 1536 * 1024
+
+
+class ObjectTooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
 class Storage:
     """Objects by resource in memory, mirrored to sqlite; callers serialise writes (one lock).
 
@@ -100,31 +110,31 @@ class Storage:
 
     def commit(self, rv: int, changes: list[tuple[StoreKey, str, str, dict[str, Any] | None]]) -> None:
         """Store (key, ns, name, object or None for removal) changes at resourceVersion rv, atomically."""
+        rows: list[tuple[str, str, str, str, str | None, str, str | None]] = []
+        for (grp, res), ns, name, obj in changes:
+            if obj is None:
+                rows.append((grp, res, ns, name, None, "", None))
+                continue
+            text = json.dumps(obj, separators=(",", ":"))
+            if len(text) > MAX_OBJECT_BYTES:
+                raise ObjectTooLarge(len(text))
+            uid, owner_uids = _uids(obj)
+            rows.append((grp, res, ns, name, text, uid, json.dumps(owner_uids) if owner_uids else None))
         with self._io:
             cur = self._db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                for (grp, res), ns, name, obj in changes:
-                    if obj is None:
+                for grp, res, ns, name, body, uid, owners in rows:
+                    if body is None:
                         cur.execute(
                             "DELETE FROM objects WHERE grp=? AND res=? AND ns=? AND name=?",
                             (grp, res, ns, name),
                         )
                     else:
-                        uid, owners = _uids(obj)
                         cur.execute(
                             "INSERT OR REPLACE INTO objects (grp, res, ns, name, rv, body, uid, owners) "
                             "VALUES (?,?,?,?,?,?,?,?)",
-                            (
-                                grp,
-                                res,
-                                ns,
-                                name,
-                                rv,
-                                json.dumps(obj, separators=(",", ":")),
-                                uid,
-                                json.dumps(owners) if owners else None,
-                            ),
+                            (grp, res, ns, name, rv, body, uid, owners),
                         )
                 cur.execute("INSERT OR REPLACE INTO meta VALUES ('rv', ?)", (str(rv),))
                 cur.execute("COMMIT")
