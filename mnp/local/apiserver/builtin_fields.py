@@ -86,6 +86,7 @@ POD_SPEC = frozenset(
         "os",
         "hostUsers",
         "schedulingGates",
+        "hostnameOverride",
         "resourceClaims",
         "resources",
     }
