@@ -1,9 +1,10 @@
 """Real containerd per node (in the node netns of a Fabric), pod sandboxes through CRI, and teardown.
 
 Primary pod network: 198.18.0.0/16 (RFC 2544 benchmark range, never routed; only inside the test's
-namespaces), node N hands out 198.18.N.0/24; dual stack adds 2001:db8:18::/48, node N 2001:db8:18:N::/64. Secondary networks follow tests/conftest.py (network A).
-Every test ends with the same check: no containerd, shim or sandbox process, no netns, mount, cgroup,
-shim socket or CNI result file of this test is left, and the root netns' links are unchanged.
+namespaces), node N hands out 198.18.N.0/24; dual stack adds 2001:db8:18::/48, node N
+2001:db8:18:N::/64. Secondary networks follow tests/conftest.py (network A). Every test with a
+cluster ends with the same check: no containerd, shim or sandbox process, no netns, mount, cgroup,
+shim socket or CNI result file of it is left, and the root netns' links are unchanged.
 """
 
 from __future__ import annotations
