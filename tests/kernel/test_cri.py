@@ -427,6 +427,18 @@ def test_cleanup_finds_a_sandbox_outside_the_node_cgroup_root_by_its_runc_state(
                 (h / parent.strip("/")).rmdir()
 
 
+def test_stop_after_the_fabric_is_gone_still_removes_every_sandbox(cluster: Cluster) -> None:
+    n1, n2 = cluster.nodes
+    a = n1.cri.sandbox_status(n1.run("a"))
+    b = n2.cri.sandbox_status(n2.run("b"))
+    cluster.fabric.close()  # node eth0 (the primary network's master) is gone with the fabric bridge
+    for node, pod in ((n1, a), (n2, b)):
+        node.cri.close()
+        node.containerd.stop()
+        assert not leftovers.process_alive(pod.pid) and not os.path.exists(pod.netns_path)
+        assert leftovers.mounts_under(node.rt.state_dir) == []
+
+
 def test_a_second_containerd_on_the_same_state_dir_is_refused(cluster: Cluster) -> None:
     node = cluster.nodes[0]
     with pytest.raises(ContainerdError, match="already runs"):

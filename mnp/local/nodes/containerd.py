@@ -264,7 +264,7 @@ def cleanup_leftovers(state_dir: Path) -> list[str]:
     removed += [
         f"shim socket {s}" for s in leftovers.remove_shim_sockets(str(socket), CRI_NAMESPACE, sandbox_ids)
     ]
-    removed += [f"cni result {r}" for r in leftovers.remove_cni_results(sandbox_ids)]
+    removed += [f"cni result {r}" for r in leftovers.remove_cni_results(sandbox_ids, str(state_dir) + "/")]
     for sub in ("root", "state", "ipam", "opt"):
         leftovers.empty_dir(state_dir / sub)
     for f in ("containerd.sock", "containerd.sock.ttrpc", "containerd.pid"):

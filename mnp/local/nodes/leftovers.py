@@ -8,6 +8,7 @@ places containerd 1.6 writes outside its configured dirs (/run/containerd/s shim
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import errno
@@ -264,15 +265,32 @@ def remove_shim_sockets(address: str, namespace: str, ids: Iterable[str]) -> lis
     return removed
 
 
-def remove_cni_results(ids: Iterable[str]) -> list[str]:
-    """libcni's cached results of these sandboxes: files named <network>-<container id>-<ifname>."""
+def remove_cni_results(ids: Iterable[str], marker: str) -> list[str]:
+    """libcni's cached results (<network>-<container id>-<ifname>) of these sandboxes, and of every
+    sandbox whose cached network config mentions `marker` (a path only this node's config has).
+
+    The marker catches sandboxes whose ids are gone: containerd ignores a CNI DEL that fails with
+    "not found" (a primary network whose master link vanished), keeps the cache file, and then
+    removes the sandbox and its id for good.
+    """
     wanted = set(ids)
-    removed = []
+    files: list[tuple[Path, str]] = []
     with contextlib.suppress(OSError):
-        for f in CNI_RESULTS_DIR.iterdir():
-            if any(f"-{i}-" in f.name for i in wanted):
-                f.unlink(missing_ok=True)
-                removed.append(str(f))
+        for f in sorted(CNI_RESULTS_DIR.iterdir()):
+            try:
+                cached = json.loads(f.read_text())
+                container = str(cached["containerId"])
+                config = base64.b64decode(str(cached.get("config") or "")).decode(errors="replace")
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            files.append((f, container))
+            if marker and marker in config:
+                wanted.add(container)
+    removed = []
+    for f, container in files:
+        if container in wanted:
+            f.unlink(missing_ok=True)
+            removed.append(str(f))
     return removed
 
 
