@@ -228,3 +228,28 @@ def test_protobuf_bodies_of_kubectls_typed_clients_are_decoded(h: Http) -> None:
     status, body, _ = h.call("POST", "/api/v1/namespaces/default/configmaps", unknown,
                              ctype="application/vnd.kubernetes.protobuf")
     assert (status, body["reason"]) == (415, "UnsupportedMediaType")
+
+
+def test_retain_keys_drops_the_keys_a_patch_does_not_retain(h: Http, ns: str) -> None:
+    h.create(f"/apis/apps/v1/namespaces/{ns}/deployments", deployment("rk"))
+    path = f"/apis/apps/v1/namespaces/{ns}/deployments/rk"
+    h.ok("PATCH", path, {"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}}, ctype=SMP)
+    got = h.ok("PATCH", path, {"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}, ctype=SMP)
+    assert got["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_delete_collection_honours_the_label_selector(h: Http, ns: str) -> None:
+    for name, tier in (("x1", "a"), ("x2", "a"), ("x3", "b")):
+        h.create(f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": name, "labels": {"tier": tier}}})
+    h.ok("DELETE", f"/api/v1/namespaces/{ns}/configmaps", params={"labelSelector": "tier=a"})
+    assert list(iter_names(h.get(f"/api/v1/namespaces/{ns}/configmaps")["items"])) == ["x3"]
+
+
+def test_dry_run_updates_and_patches_change_nothing(h: Http, ns: str) -> None:
+    made = h.create(f"{W}/namespaces/{ns}/widgets", widget("dr"))
+    path = f"{W}/namespaces/{ns}/widgets/dr"
+    answer = h.ok("PATCH", path, {"spec": {"size": 5}}, ctype="application/merge-patch+json", params={"dryRun": "All"})
+    assert answer["spec"]["size"] == 5 and answer["metadata"]["generation"] == 2
+    h.ok("PUT", path, {**made, "spec": {"size": 6}}, params={"dryRun": "All"})
+    now = h.get(path)
+    assert (now["spec"]["size"], now["metadata"]["resourceVersion"]) == (1, made["metadata"]["resourceVersion"])
