@@ -368,7 +368,7 @@ def test_two_containerd_instances_side_by_side_keep_their_own_sandboxes(cluster:
 def test_cleanup_leftovers_after_kill_9_of_containerd_removes_everything(cluster: Cluster) -> None:
     n1, n2 = cluster.nodes
     s1 = n1.cri.sandbox_status(n1.run("a"))
-    n2.run("b")
+    s2 = n2.run("b")
     assert n1.containerd.pid is not None
     os.kill(n1.containerd.pid, signal.SIGKILL)
     n1.containerd.shutdown()  # reaps the dead process; the sandbox keeps running under its shim
@@ -377,6 +377,7 @@ def test_cleanup_leftovers_after_kill_9_of_containerd_removes_everything(cluster
     assert any(r.startswith("shim pid") for r in removed) and any(r.startswith("mount ") for r in removed)
     assert not leftovers.process_alive(s1.pid) and not os.path.exists(s1.netns_path)
     assert leftovers.mounts_under(n1.rt.state_dir) == []
+    assert n2.cri.sandbox_status(s2).state is SandboxState.READY  # the other node's sweep left it alone
     # Node 2's containerd is alive and unknown to the caller: its sandboxes go through CRI first.
     removed2 = cleanup_leftovers(n2.rt.state_dir)
     assert any("(through CRI)" in r for r in removed2) and any(
