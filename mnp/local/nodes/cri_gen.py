@@ -26,7 +26,7 @@ def header(tools_version: str, protoc_version: str) -> str:
 
 
 def main() -> int:
-    from grpc_tools import protoc  # type: ignore[import-untyped]  # development-only dependency
+    from grpc_tools import protoc  # development-only dependency (the dev extra)
 
     here = Path(__file__).resolve().parent
     root = here.parents[2]  # the directory holding the `mnp` package, so imports are mnp.local.nodes
