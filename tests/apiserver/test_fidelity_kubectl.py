@@ -718,6 +718,41 @@ def test_wait_for_condition_applied_returns_once_status_is_patched(
     assert stdout.strip() == "podnetworkruleset.mnp.dev/wt-1 condition met"
 
 
+def test_wait_for_a_jsonpath_value(kc: Kubectl, ns: str) -> None:
+    kc("apply", "-f", "-", input=yaml.safe_dump(ruleset("wj-0", ns)))
+    status_patch(kc, ns, "wj-0")
+    out = kc("wait", "--for=jsonpath={.status.rules}=14", "pnr/wj-0", "-n", ns, "--timeout=15s").stdout
+    assert out.strip() == "podnetworkruleset.mnp.dev/wj-0 condition met"
+
+
+def test_edit_with_an_editor_script_patches_the_object(kc: Kubectl, ns: str) -> None:
+    kc("apply", "-f", "-", input=yaml.safe_dump(ruleset("ed-0", ns)))
+    kc("apply", "-f", "-", input=yaml.safe_dump(pod("ed-pod", ns)))
+    out = kc("edit", "pnr", "ed-0", "-n", ns, env={"KUBE_EDITOR": "sed -i -e s/node-1/node-3/"}).stdout
+    assert out.strip() == "podnetworkruleset.mnp.dev/ed-0 edited"
+    live = kc.json("get", "pnr", "ed-0", "-n", ns)
+    assert live["spec"]["node"] == "node-3" and live["metadata"]["labels"]["mnp.dev/node"] == "node-3"
+    assert live["metadata"]["generation"] == 2
+    # Only an image: the real server refuses other changes to a pod's spec (nodeName among them).
+    edited = kc("edit", "pod", "ed-pod", "-n", ns, env={"KUBE_EDITOR": "sed -i -e s/sidecar:1/sidecar:3/"})
+    assert edited.stdout.strip() == "pod/ed-pod edited"
+    containers = kc.json("get", "pod", "ed-pod", "-n", ns)["spec"]["containers"]
+    assert [c["image"] for c in containers] == ["registry.invalid/web:1", "registry.invalid/sidecar:3"]
+
+
+def test_diff_shows_what_an_apply_would_change(kc: Kubectl, ns: str, tmp_path: Path) -> None:
+    body = ruleset("df-0", ns)
+    path = write(tmp_path, "a.yaml", body)
+    kc("apply", "-f", str(path))
+    same = kc("diff", "-f", str(path), check=False)
+    assert same.returncode == 0 and same.stdout == "", same.stdout + same.stderr
+    body["spec"]["node"] = "node-2"
+    changed = kc("diff", "-f", str(write(tmp_path, "b.yaml", body)), check=False)
+    assert changed.returncode == 1, changed.stderr
+    assert "-  node: node-1" in changed.stdout and "+  node: node-2" in changed.stdout, changed.stdout
+    assert kc.json("get", "pnr", "df-0", "-n", ns)["spec"]["node"] == "node-1", "diff writes nothing"
+
+
 def test_delete_returns_and_the_object_is_gone(kc: Kubectl, ns: str) -> None:
     kc("apply", "-f", "-", input=yaml.safe_dump(ruleset("d-0", ns)))
     started = time.monotonic()
