@@ -15,7 +15,7 @@ from typing import Any
 import kr8s
 import kr8s.asyncio
 import pytest
-from kr8s.asyncio.objects import ConfigMap, Namespace, Pod, new_class
+from kr8s.asyncio.objects import ConfigMap, Namespace, Node, Pod, new_class
 
 from tests.apiserver.conftest import (
     ApiServer,
@@ -243,6 +243,41 @@ def test_a_lease_class_renews_with_a_resource_version_precondition(server: ApiSe
         assert exc.value.response is not None and exc.value.response.status_code == 409
         await rival.refresh()
         assert rival.spec.holderIdentity == "a"
+
+    run(server, body)
+
+
+def test_cluster_scoped_nodes_create_cordon_status_and_delete(server: ApiServer) -> None:
+    async def body(api: Any, ns: str) -> None:
+        name = unique("node")
+        node = Node({"metadata": {"name": name, "labels": {"mnp.dev/test": ns}}}, api=api)
+        await node.create()
+        assert node.metadata.uid and "namespace" not in node.metadata
+        await node.cordon()
+        assert node.spec.unschedulable is True
+        ready = {
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "message": "ok",
+            "lastHeartbeatTime": "2026-11-25T12:00:00Z",
+            "lastTransitionTime": "2026-11-25T12:00:00Z",
+        }
+        await node.patch(
+            {
+                "status": {
+                    "conditions": [ready],
+                    "addresses": [{"type": "InternalIP", "address": "192.0.2.1"}],
+                }
+            },
+            subresource="status",
+        )
+        fetched = await Node.get(name, api=api)
+        assert fetched.status.conditions[0].type == "Ready" and fetched.spec.unschedulable is True
+        listed = [n.name async for n in api.get("nodes", label_selector={"mnp.dev/test": ns})]
+        assert listed == [name]
+        await fetched.delete()
+        assert not await fetched.exists()
 
     run(server, body)
 
