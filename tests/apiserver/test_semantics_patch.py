@@ -253,3 +253,19 @@ def test_dry_run_updates_and_patches_change_nothing(h: Http, ns: str) -> None:
     h.ok("PUT", path, {**made, "spec": {"size": 6}}, params={"dryRun": "All"})
     now = h.get(path)
     assert (now["spec"]["size"], now["metadata"]["resourceVersion"]) == (1, made["metadata"]["resourceVersion"])
+
+
+def test_server_side_apply_conflicts_between_appliers_unless_forced(h: Http, ns: str) -> None:
+    path = f"{W}/namespaces/{ns}/widgets/owned"
+    mine = {**widget("owned"), "spec": {"size": 2, "color": "red"}}
+    h.ok("PATCH", path, mine, ctype=APPLY, params={"fieldManager": "a"})
+    same = {**widget("owned"), "spec": {"size": 2}}
+    h.ok("PATCH", path, same, ctype=APPLY, params={"fieldManager": "b"})  # same value: shared, no conflict
+    theirs = {**widget("owned"), "spec": {"size": 3}}
+    status, body, _ = h.call("PATCH", path, theirs, ctype=APPLY, params={"fieldManager": "b"})
+    assert (status, body["reason"]) == (409, "Conflict")
+    assert body["message"] == 'Apply failed with 1 conflict: conflict with "a": .spec.size'
+    forced = h.ok("PATCH", path, theirs, ctype=APPLY, params={"fieldManager": "b", "force": "true"})
+    assert forced["spec"] == {"size": 3, "color": "red"}
+    owners = {m["manager"]: m["fieldsV1"] for m in forced["metadata"]["managedFields"]}
+    assert "f:size" not in owners["a"].get("f:spec", {}) and "f:size" in owners["b"]["f:spec"]

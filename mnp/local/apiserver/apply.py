@@ -2,8 +2,8 @@
 
 Maps merge, keyed lists merge by key (built-in merge keys, or a CRD's `x-kubernetes-list-map-keys`),
 other lists are replaced. `managedFields` records each applier's fields (FieldsV1), so a field the same
-manager drops from its configuration is removed, unless another applier also sets it. Not modelled:
-conflicts between managers (`force` is accepted and ignored) and ownership taken by plain updates.
+manager drops from its configuration is removed, unless another applier also sets it; changing a field
+another applier owns is a conflict unless forced. Not modelled: ownership taken by plain updates.
 """
 
 from __future__ import annotations
@@ -121,17 +121,73 @@ def from_fields_v1(fields: dict[str, Any], prefix: Path = ()) -> set[Path]:
     return out
 
 
+class ApplyConflict(Exception):
+    """Fields another applier owns would change: (manager, field path) pairs."""
+
+    def __init__(self, conflicts: list[tuple[str, str]]) -> None:
+        super().__init__(conflicts)
+        self.conflicts = conflicts
+
+
+_MISSING = object()
+
+
+def _value(cur: Any, path: Path, names: tuple[str, ...], list_keys: ListKeys) -> Any:
+    for seg in path:
+        if seg == ".":
+            break
+        if seg.startswith("f:") and isinstance(cur, dict):
+            names = (*names, seg[2:])
+            cur = cur.get(seg[2:], _MISSING)
+        elif seg.startswith("k:") and isinstance(cur, list):
+            keys = list_keys(names)
+            cur = next((i for i in cur if isinstance(i, dict) and _item_id(i, keys) == seg), _MISSING)
+        else:
+            return _MISSING
+    return cur
+
+
+def path_text(path: Path) -> str:
+    """`.spec.containers[name="web"].image`: how the real server names a field in a conflict."""
+    out = ""
+    for seg in path:
+        if seg.startswith("f:"):
+            out += "." + seg[2:]
+        elif seg.startswith("k:"):
+            keys = json.loads(seg[2:])
+            out += "[" + ",".join(f"{k}={json.dumps(v)}" for k, v in keys.items()) + "]"
+    return out
+
+
 def server_side_apply(
     live: dict[str, Any] | None,
     config: dict[str, Any],
     manager: str,
     list_keys: ListKeys,
     now: str,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """The object after `manager` applies `config` to `live` (None: create)."""
+    """The object after `manager` applies `config` to `live` (None: create).
+
+    Raises ApplyConflict when another applier owns a field this configuration changes, unless
+    `force`, which takes the fields over.
+    """
     new_paths = field_paths(config, list_keys)
     base = copy.deepcopy(live) if live is not None else {}
     entries = list((base.get("metadata") or {}).get("managedFields") or [])
+    conflicts: list[tuple[str, str]] = []
+    for n, e in enumerate(entries):
+        if e.get("manager") == manager or e.get("operation") != "Apply":
+            continue
+        owned = from_fields_v1(e.get("fieldsV1") or {})
+        taken = {
+            p for p in owned & new_paths if _value(base, p, (), list_keys) != _value(config, p, (), list_keys)
+        }
+        if taken and force:
+            entries[n] = {**e, "fieldsV1": to_fields_v1(owned - taken)}
+        conflicts += [(str(e.get("manager")), path_text(p)) for p in sorted(taken)]
+    if conflicts and not force:
+        raise ApplyConflict(conflicts)
     mine = [e for e in entries if e.get("manager") == manager and e.get("operation") == "Apply"]
     others: set[Path] = set()
     for e in entries:

@@ -139,3 +139,20 @@ def _cause_reason(message: str) -> str:
 
 def bad_request(message: str) -> StatusError:
     return StatusError(400, message)
+
+
+def apply_conflict(group: str, plural: str, name: str, conflicts: list[tuple[str, str]]) -> StatusError:
+    """409 as the real server words a server-side apply conflict: (manager, field) pairs."""
+    if len(conflicts) == 1:
+        manager, field = conflicts[0]
+        text = f'Apply failed with 1 conflict: conflict with "{manager}": {field}'
+    else:
+        lines = "\n".join(f'- conflict with "{m}": {f}' for m, f in conflicts)
+        text = f"Apply failed with {len(conflicts)} conflicts:\n{lines}"
+    causes = [
+        {"reason": "FieldManagerConflict", "message": f'conflict with "{m}"', "field": f}
+        for m, f in conflicts
+    ]
+    return StatusError(
+        409, text, "Conflict", {"name": name, "group": group, "kind": plural, "causes": causes}
+    )

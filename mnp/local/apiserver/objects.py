@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,14 @@ from mnp.local.apiserver import events
 from mnp.local.apiserver import patch as patches
 from mnp.local.apiserver import schema as structural
 from mnp.local.apiserver.catalog import Catalog, ResourceType
-from mnp.local.apiserver.errors import StatusError, already_exists, conflict, invalid, not_found
+from mnp.local.apiserver.errors import (
+    StatusError,
+    already_exists,
+    apply_conflict,
+    conflict,
+    invalid,
+    not_found,
+)
 from mnp.local.apiserver.selectors import FieldSelector, LabelSelector
 from mnp.local.apiserver.storage import ObjectTooLarge, Storage
 from mnp.local.apiserver.watch import Event, WatchHub
@@ -363,7 +369,10 @@ class Store:
             merged = ssa.server_side_apply(None, config, opts.field_manager, list_keys, now)
             return self.create(t, ns, merged, opts), True
         current = self.view(t, copy.deepcopy(old))
-        merged = ssa.server_side_apply(current, config, opts.field_manager, list_keys, now)
+        try:
+            merged = ssa.server_side_apply(current, config, opts.field_manager, list_keys, now, opts.force)
+        except ssa.ApplyConflict as e:
+            raise apply_conflict(t.group, t.plural, name, e.conflicts) from None
         if sub == "status":
             merged = {**current, "status": merged.get("status")}
         merged["metadata"]["resourceVersion"] = _meta(body).get("resourceVersion") or _meta(old).get(
@@ -415,7 +424,3 @@ class Store:
                     ],
                 )
             return self.view(t, self.lifecycle.delete(t, old, policy, opts))
-
-
-def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
