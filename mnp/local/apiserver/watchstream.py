@@ -58,7 +58,9 @@ class WatchRequest:
             raise StatusError(400, f"invalid resource version: {raw_rv}") from None
         try:
             timeout = (
-                float(q["timeoutSeconds"]) if q.get("timeoutSeconds", "0") != "0" else 1800 + random.uniform(0, 1800)
+                float(q["timeoutSeconds"])
+                if q.get("timeoutSeconds", "0") != "0"
+                else 1800 + random.uniform(0, 1800)
             )
         except ValueError:
             raise StatusError(400, f"invalid timeoutSeconds: {q['timeoutSeconds']}") from None
