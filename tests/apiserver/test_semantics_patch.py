@@ -269,3 +269,16 @@ def test_server_side_apply_conflicts_between_appliers_unless_forced(h: Http, ns:
     assert forced["spec"] == {"size": 3, "color": "red"}
     owners = {m["manager"]: m["fieldsV1"] for m in forced["metadata"]["managedFields"]}
     assert "f:size" not in owners["a"].get("f:spec", {}) and "f:size" in owners["b"]["f:spec"]
+
+
+def test_crd_selectable_fields_work_as_field_selectors(h: Http, ns: str) -> None:
+    body = crd("sel.example.com", "things", "Thing")
+    body["spec"]["versions"][0]["selectableFields"] = [{"jsonPath": ".spec.color"}]
+    install(h, body)
+    for name, color in (("r", "red"), ("b", "blue")):
+        h.create(f"/apis/sel.example.com/v1/namespaces/{ns}/things", {
+            "apiVersion": "sel.example.com/v1", "kind": "Thing", "metadata": {"name": name},
+            "spec": {"size": 1, "color": color}})
+    got = h.get(f"/apis/sel.example.com/v1/namespaces/{ns}/things", params={"fieldSelector": "spec.color=blue"})
+    assert list(iter_names(got["items"])) == ["b"]
+    assert h.call("GET", "/apis/sel.example.com/v1/things", params={"fieldSelector": "spec.size=1"})[0] == 400

@@ -60,7 +60,9 @@ class ResourceType:
         return self.storage if self.storage != ("", "") else (self.group, self.plural)
 
     def field_getters(self) -> dict[str, sel.Getter]:
-        return {**sel.COMMON_FIELDS, **self.fields}
+        """Field selectors this type supports: metadata name/namespace, its own, a CRD's selectableFields."""
+        custom = {path: sel.field_path(path) for path in self.selectable if path}
+        return {**sel.COMMON_FIELDS, **self.fields, **custom}
 
 
 def _b(group: str, version: str, plural: str, kind: str, namespaced: bool, **kw: Any) -> ResourceType:

@@ -109,6 +109,11 @@ def _path(*keys: str) -> Getter:
     return get
 
 
+def field_path(dotted: str) -> Getter:
+    """A getter for a CRD selectableField such as `spec.node`."""
+    return _path(*dotted.split("."))
+
+
 COMMON_FIELDS: dict[str, Getter] = {
     "metadata.name": _path("metadata", "name"),
     "metadata.namespace": _path("metadata", "namespace"),
