@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mnp.local.apiserver.storage import StoreKey
@@ -23,6 +23,8 @@ class Event:
     namespace: str
     obj: dict[str, Any]
     old: dict[str, Any] | None
+    # Encoded watch lines of `obj`, shared by every watcher that sends it unchanged (type → line).
+    lines: dict[str, bytes] = field(default_factory=dict, compare=False)
 
 
 class TooOld(Exception):

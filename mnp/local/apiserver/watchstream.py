@@ -164,8 +164,16 @@ def watch_stream(app: App, wr: WatchRequest) -> Iterator[bytes]:
         for ev in events:
             cursor = ev.rv
             seen = wr.translate(ev)
-            if seen is not None:
-                yield encode(*seen)
+            if seen is None:
+                continue
+            kind, obj = seen
+            if obj is ev.obj and not wr.table_type and store.view(t, obj) is obj:
+                line = ev.lines.get(kind)
+                if line is None:
+                    line = ev.lines[kind] = _line(kind, obj)  # a benign race: equal bytes either way
+                yield line
+            else:
+                yield encode(kind, obj)
         if wr.bookmarks and time.monotonic() >= next_bookmark:
             yield bookmark(cursor)
             next_bookmark = time.monotonic() + faults.bookmark_seconds
