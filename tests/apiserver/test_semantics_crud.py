@@ -14,7 +14,7 @@ from tests.apiserver.test_semantics_support import CRDS, Http, crd, install, nam
 W = "/apis/example.com/v1"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def h() -> Iterator[Http]:
     with running_apiserver() as server:
         http = Http(server)

@@ -15,7 +15,7 @@ W = "/apis/example.com/v1"
 MERGE = "application/merge-patch+json"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def h() -> Iterator[Http]:
     with running_apiserver() as server:
         http = Http(server)

@@ -15,7 +15,7 @@ APPLY = "application/apply-patch+yaml"
 W = "/apis/example.com/v1"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def h() -> Iterator[Http]:
     with running_apiserver() as server:
         http = Http(server)

@@ -15,7 +15,7 @@ RBAC = "/apis/rbac.authorization.k8s.io/v1"
 PNR_LIKE = "/apis/example.com/v1"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def h() -> Iterator[Http]:
     with running_apiserver() as server:
         http = Http(server)
