@@ -158,6 +158,10 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (OSError, ssl.SSLError):
             self.close_connection = True
+        except Exception:
+            # Headers are out, so no Status can follow: end the stream; the client re-watches.
+            log.exception("watch stream failed", extra={"path": self.path})
+            self.close_connection = True
         finally:
             close = getattr(resp.stream, "close", None)
             if close is not None:
