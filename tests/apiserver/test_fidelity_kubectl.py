@@ -517,6 +517,49 @@ def test_get_pods_and_namespaces_print_the_builtin_columns(kc: Kubectl, listed: 
     assert ns_rows["default"]["STATUS"] == "Active" and ns_rows[listed]["STATUS"] == "Active"
 
 
+def test_get_events_leases_and_crds_print_the_builtin_columns(kc: Kubectl, ns: str) -> None:
+    kc("apply", "-f", "-", input=yaml.safe_dump(ruleset("ev-0", ns)))
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "ev-0.1", "namespace": ns},
+        "involvedObject": {
+            "apiVersion": "mnp.dev/v1alpha1",
+            "kind": "PodNetworkRuleset",
+            "name": "ev-0",
+            "namespace": ns,
+        },
+        "reason": "Applied",
+        "message": "table applied",
+        "type": "Normal",
+        "count": 1,
+        "firstTimestamp": "2026-11-25T12:00:00Z",
+        "lastTimestamp": "2026-11-25T12:00:00Z",
+    }
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "mnp-controller", "namespace": ns},
+        "spec": {"holderIdentity": "controller-a", "leaseDurationSeconds": 15},
+    }
+    kc("create", "-f", "-", input=yaml.safe_dump_all([event, lease]))
+    out = kc("get", "events", "-n", ns).stdout
+    assert headers(out) == ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    row = table(out)[0]
+    assert (row["TYPE"], row["REASON"], row["OBJECT"], row["MESSAGE"]) == (
+        "Normal",
+        "Applied",
+        "podnetworkruleset/ev-0",
+        "table applied",
+    )
+    out = kc("get", "leases", "-n", ns).stdout
+    assert headers(out) == ["NAME", "HOLDER", "AGE"] and table(out)[0]["HOLDER"] == "controller-a"
+    out = kc("get", "crd").stdout
+    assert headers(out) == ["NAME", "CREATED AT"]
+    crds = {r["NAME"]: r["CREATED AT"] for r in table(out)}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", crds["podnetworkrulesets.mnp.dev"])
+
+
 def test_get_output_yaml_and_json(kc: Kubectl, listed: str) -> None:
     one = yaml.safe_load(kc("get", "pnr", "r-a", "-n", listed, "-o", "yaml").stdout)
     assert one["kind"] == "PodNetworkRuleset" and one["apiVersion"] == "mnp.dev/v1alpha1"
