@@ -322,6 +322,40 @@ def test_strategic_merge_patch_merges_containers_finalizers_and_conditions(
     assert not core.read_namespaced_pod("smp", ns).metadata.finalizers
 
 
+def test_an_events_k8s_io_event_is_listed_as_a_core_event(
+    api: Any, co: client.CustomObjectsApi, ns: str
+) -> None:
+    made = create_pnr(co, ns, "evt")
+    ref = {
+        "apiVersion": "mnp.dev/v1alpha1",
+        "kind": "PodNetworkRuleset",
+        "name": "evt",
+        "namespace": ns,
+        "uid": made["metadata"]["uid"],
+    }
+    client.EventsV1Api(api).create_namespaced_event(
+        ns,
+        {
+            "metadata": {"name": "evt.1"},
+            "regarding": ref,
+            "reason": "Applied",
+            "note": "table applied",
+            "type": "Normal",
+            "action": "Apply",
+            "eventTime": datetime.now(UTC),
+            "reportingController": "mnp.dev/agent",
+            "reportingInstance": "mnp-agent-node-1",
+        },
+    )
+    selector = (
+        f"involvedObject.kind=PodNetworkRuleset,involvedObject.name=evt,involvedObject.uid={ref['uid']}"
+    )
+    events = client.CoreV1Api(api).list_namespaced_event(ns, field_selector=selector).items
+    assert [(e.reason, e.message, e.involved_object.name, e.type) for e in events] == [
+        ("Applied", "table applied", "evt", "Normal")
+    ]
+
+
 # ---- custom objects ----------------------------------------------------------------------------------
 
 
