@@ -148,6 +148,13 @@ def test_kubectl_is_the_pinned_wheel_and_talks_to_the_server(kc: Kubectl) -> Non
     assert out["serverVersion"]["major"] == "1" and out["serverVersion"]["gitVersion"].startswith("v1.")
 
 
+def test_cluster_info_names_the_control_plane(kc: Kubectl) -> None:
+    """`kubectl cluster-info` lists kube-system services labelled kubernetes.io/cluster-service."""
+    res = kc("cluster-info", check=False)
+    assert res.returncode == 0, res.stderr
+    assert f"Kubernetes control plane is running at {kc.server.url}" in res.stdout, res.stdout
+
+
 def test_apply_of_crds_dir_creates_established_crds_with_short_names(kc: Kubectl) -> None:
     again = kc("apply", "-f", str(CRDS_DIR)).stdout
     assert "customresourcedefinition.apiextensions.k8s.io/podnetworkrulesets.mnp.dev unchanged" in again
