@@ -282,3 +282,14 @@ def test_crd_selectable_fields_work_as_field_selectors(h: Http, ns: str) -> None
     got = h.get(f"/apis/sel.example.com/v1/namespaces/{ns}/things", params={"fieldSelector": "spec.color=blue"})
     assert list(iter_names(got["items"])) == ["b"]
     assert h.call("GET", "/apis/sel.example.com/v1/things", params={"fieldSelector": "spec.size=1"})[0] == 400
+
+
+def test_services_are_served_and_their_ports_merge_by_port(h: Http, ns: str) -> None:
+    svc = {"metadata": {"name": "s", "labels": {"kubernetes.io/cluster-service": "true"}},
+           "spec": {"ports": [{"port": 80, "protocol": "TCP"}, {"port": 443, "protocol": "TCP"}]}}
+    h.create(f"/api/v1/namespaces/{ns}/services", svc)
+    got = h.ok("PATCH", f"/api/v1/namespaces/{ns}/services/s", {"spec": {"ports": [{"port": 80, "name": "http"}]}},
+               ctype=SMP)
+    assert got["spec"]["ports"] == [{"port": 80, "protocol": "TCP", "name": "http"}, {"port": 443, "protocol": "TCP"}]
+    listed = h.get(f"/api/v1/namespaces/{ns}/services", params={"labelSelector": "kubernetes.io/cluster-service=true"})
+    assert list(iter_names(listed["items"])) == ["s"]

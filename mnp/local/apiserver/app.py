@@ -29,6 +29,9 @@ from mnp.local.apiserver.watchstream import WatchRequest, watch_stream
 
 log = logging.getLogger(__name__)
 ADMIN_PATH = "/mnp-admin/faults"
+# gnostic openapi_v2.Document{swagger: "2.0", info: {title: "Kubernetes", version: "v1.33.0"}}
+OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+EMPTY_OPENAPI_V2 = b"\n\x032.0\x12\x15\n\nKubernetes\x12\x07v1.33.0"
 SELF_REVIEWS = frozenset({"selfsubjectaccessreviews", "selfsubjectrulesreviews", "selfsubjectreviews"})
 PUBLIC = frozenset({"/version", "/healthz", "/livez", "/readyz"})
 TABLE_V1 = "application/json;as=Table;v=v1;g=meta.k8s.io"
@@ -138,7 +141,10 @@ class App:
                 raise not_found_path()
             return Response(200, doc)
         if path == "/openapi/v2":
-            raise not_found_path()  # kubectl falls back when v2 is missing; never serve it
+            # An empty document (protobuf, as kubectl asks): kubectl's client-side validation then skips
+            # kinds it cannot find, and a custom resource applied before its CRD gets the real
+            # "no matches for kind ... ensure CRDs are installed first" instead of a 404 error.
+            return Response(200, EMPTY_OPENAPI_V2, OPENAPI_V2_PROTOBUF)
         parts = [p for p in path.split("/") if p]
         found: dict[str, Any] | None = None
         if len(parts) == 2 and parts[0] == "api":

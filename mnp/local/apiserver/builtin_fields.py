@@ -38,6 +38,7 @@ TOP_LEVEL: dict[str, frozenset[str]] = {
     "secrets": _COMMON | {"data", "stringData", "type", "immutable"},
     "serviceaccounts": _COMMON | {"secrets", "imagePullSecrets", "automountServiceAccountToken"},
     "leases": _COMMON | {"spec"},
+    "services": _COMMON | {"spec", "status"},
     "deployments": _COMMON | {"spec", "status"},
     "daemonsets": _COMMON | {"spec", "status"},
     "roles": _COMMON | {"rules"},

@@ -96,6 +96,7 @@ BUILTINS: tuple[ResourceType, ...] = (
     _b("", "v1", "configmaps", "ConfigMap", True, short_names=("cm",)),
     _b("", "v1", "secrets", "Secret", True, fields=sel.SECRET_FIELDS),
     _b("", "v1", "serviceaccounts", "ServiceAccount", True, short_names=("sa",)),
+    _b("", "v1", "services", "Service", True, short_names=("svc",), categories=("all",), status=True),
     _b(
         "events.k8s.io",
         "v1",

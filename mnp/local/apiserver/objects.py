@@ -353,6 +353,8 @@ class Store:
         if t.builtin:
 
             def list_keys(names: tuple[str, ...]) -> tuple[str, ...]:
+                if names[-2:] == ("spec", "ports") and t.plural == "services":
+                    return ("port", "protocol")
                 key = patches.MERGE_KEYS.get(names[-1]) if names else None
                 return (key,) if key else ()
         else:

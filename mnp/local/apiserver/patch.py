@@ -192,7 +192,7 @@ def _merge_list(current: Any, patch: list[Any], field: str) -> list[Any]:
     cur = list(current) if isinstance(current, list) else []
     if any(isinstance(i, dict) and i.get("$patch") == "replace" for i in patch):
         return [_strip(i) for i in patch if not (isinstance(i, dict) and i.get("$patch") == "replace")]
-    key = MERGE_KEYS.get(field)
+    key = _list_key(field, patch)
     if key and all(isinstance(i, dict) for i in patch):
         for item in patch:
             if key not in item:
@@ -218,6 +218,17 @@ def _merge_list(current: Any, patch: list[Any], field: str) -> list[Any]:
     return [_strip(i) for i in patch]
 
 
+def _list_key(field: str, items: list[Any]) -> str | None:
+    """The merge key of a list; `ports` is keyed by containerPort in containers, by port in Services."""
+    if (
+        field == "ports"
+        and not any(isinstance(i, dict) and "containerPort" in i for i in items)
+        and any(isinstance(i, dict) and "port" in i for i in items)
+    ):
+        return "port"
+    return MERGE_KEYS.get(field)
+
+
 def _strip(value: Any) -> Any:
     """Drop directives and nulls from a value that is inserted rather than merged."""
     if isinstance(value, dict):
@@ -228,7 +239,7 @@ def _strip(value: Any) -> Any:
 
 
 def _order(items: list[Any], order: list[Any], field: str) -> list[Any]:
-    key = MERGE_KEYS.get(field)
+    key = _list_key(field, order or items)
 
     def ident(v: Any) -> str:
         return json.dumps(v.get(key) if key and isinstance(v, dict) else v, sort_keys=True)

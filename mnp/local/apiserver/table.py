@@ -163,6 +163,14 @@ def _node_status(obj: dict[str, Any], now: datetime.datetime) -> str:
     return "Unknown"
 
 
+def _service_ports(obj: dict[str, Any], now: datetime.datetime) -> str:
+    ports = _g(obj, "spec", "ports") or []
+    return (
+        ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in ports if isinstance(p, dict))
+        or "<none>"
+    )
+
+
 def _data_count(obj: dict[str, Any], now: datetime.datetime) -> int:
     return len(obj.get("data") or {}) + len(obj.get("binaryData") or {}) + len(obj.get("stringData") or {})
 
@@ -247,6 +255,14 @@ BUILTIN_COLUMNS: dict[str, list[tuple[Column, Cell]]] = {
         (AGE, _age),
     ],
     "configmaps": [(NAME, _name), (_col("Data", "integer"), _data_count), (AGE, _age)],
+    "services": [
+        (NAME, _name),
+        (_col("Type"), lambda o, now: _g(o, "spec", "type") or "ClusterIP"),
+        (_col("Cluster-IP"), lambda o, now: _g(o, "spec", "clusterIP") or "<none>"),
+        (_col("External-IP"), lambda o, now: ",".join(_g(o, "spec", "externalIPs") or []) or "<none>"),
+        (_col("Port(s)"), _service_ports),
+        (AGE, _age),
+    ],
     "secrets": [
         (NAME, _name),
         (_col("Type"), lambda o, now: o.get("type") or "Opaque"),
