@@ -278,6 +278,29 @@ def test_kubectl_keeps_working_across_a_crash_and_restart(kubectl_home: Path) ->
         kc("wait", "--for=condition=Applied", "pnr/kept", "-n", "default", "--timeout=15s")
 
 
+def test_a_ruleset_applied_together_with_its_crd_is_refused_as_on_a_real_cluster(
+    kubectl_home: Path, tmp_path: Path
+) -> None:
+    """kubectl maps every kind of one `apply -f` before creating any: the CRD is created, the ruleset is
+    not, and the message tells the user to install CRDs first (the demo applies in two steps)."""
+    with running_apiserver() as server:
+        kc = Kubectl(server=server, home=kubectl_home)
+        docs = [
+            *yaml.safe_load_all((CRDS_DIR / "podnetworkrulesets.yaml").read_text()),
+            ruleset("early", "default"),
+        ]
+        res = kc("apply", "-f", str(write(tmp_path, "both.yaml", *[d for d in docs if d])), check=False)
+        assert res.returncode != 0
+        assert 'no matches for kind "PodNetworkRuleset" in version "mnp.dev/v1alpha1"' in res.stderr, (
+            res.stderr
+        )
+        assert "ensure CRDs are installed first" in res.stderr, res.stderr
+        assert "podnetworkrulesets.mnp.dev created" in res.stdout, res.stdout
+        kc("wait", "--for=condition=Established", "crd/podnetworkrulesets.mnp.dev", "--timeout=20s")
+        again = kc("apply", "-f", str(tmp_path / "both.yaml")).stdout
+        assert "podnetworkruleset.mnp.dev/early created" in again, again
+
+
 def test_explain_shows_the_crd_schema(kc: Kubectl) -> None:
     kc("api-resources", "--api-group=mnp.dev")  # as a user would after installing CRDs: fresh discovery
     out = kc("explain", "pnr.spec.node").stdout
