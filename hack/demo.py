@@ -150,7 +150,7 @@ def apply_and_show(
         spec = spec_from_object(item)
         ctx = NetnsNft(pods[item["metadata"]["name"]].netns_path)
         contexts.append(ctx)
-        ctx.apply(render_ruleset(spec, options))
+        ctx.apply(render_ruleset(spec, options, ctx.table_shape(options.table)))
     print(f"Applied {len(rulesets)} table(s), one atomic nft transaction per pod.")
     show_matrix("Connectivity with the policies:", pods)
 

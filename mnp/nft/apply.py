@@ -19,6 +19,8 @@ import nftables
 
 from mnp.api.errors import NetnsError, NftError
 from mnp.nft import names
+from mnp.nft.model import TableShape
+from mnp.nft.observe import parse_shape
 from mnp.nft.render import render_delete
 
 _CLONE_NEWNET = 0x40000000
@@ -33,6 +35,8 @@ class NftRunner(Protocol):
     def apply(self, script: str) -> None: ...
 
     def list_table(self, table: str) -> str | None: ...
+
+    def table_shape(self, table: str) -> TableShape | None: ...
 
     def delete_table(self, table: str) -> None: ...
 
@@ -126,6 +130,23 @@ class NetnsNft:
             if "No such file or directory" in str(e):
                 return None
             raise
+
+    def table_shape(self, table: str) -> TableShape | None:
+        """What the table declares now (`nft -t list table`, no elements); None if absent or unreadable."""
+        names.table_name(table)
+        with self._lock:
+            if self._ctx is None:
+                raise NftError(f"{self.netns_path}: nft context is closed")
+            self._ctx.set_terse_output(True)
+            try:
+                rc, out, err = self._ctx.cmd(f"list table inet {table}")
+            finally:
+                self._ctx.set_terse_output(False)
+        if rc != 0:
+            if "No such file or directory" in err:
+                return None
+            raise NftError(f"{self.netns_path}: {err.strip() or f'nft failed ({rc})'}")
+        return parse_shape(str(out))
 
     def delete_table(self, table: str) -> None:
         """Remove the table; nothing happens if it is absent."""

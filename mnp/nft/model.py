@@ -323,6 +323,38 @@ class Table:
         """(rules, map elements), as reported in the ruleset status."""
         return sum(len(c.rules) for c in self.chains), sum(len(m.elements) for m in self.maps)
 
+    def shape(self) -> TableShape:
+        """The names this table declares, as they will be read back from the kernel."""
+        return TableShape(
+            self.name,
+            maps=tuple(m.name for m in self.maps),
+            chains=tuple((c.name, base_chain_spec(c.hook) if c.hook else "") for c in self.chains),
+        )
+
+
+def base_chain_spec(hook: Hook) -> str:
+    """The declaration line of every base chain we render, exactly as `nft list` prints it."""
+    return f"type filter hook {hook} priority filter; policy accept;"
+
+
+@dataclass(frozen=True, slots=True)
+class TableShape:
+    """What a table declares, without rules or elements: enough to empty it and define it anew.
+
+    `chains` pairs each chain's name with its base chain declaration (`base_chain_spec`), "" for a
+    regular chain. Every name is a plain identifier (checked), so it can be written into nft syntax.
+    """
+
+    name: str
+    maps: tuple[str, ...] = ()
+    sets: tuple[str, ...] = ()
+    chains: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        names.table_name(self.name)
+        for n in (*self.maps, *self.sets, *(c for c, _ in self.chains)):
+            _ident(n)
+
 
 # --- text ------------------------------------------------------------------------------------------
 
@@ -352,7 +384,7 @@ def render_chain(c: Chain) -> str:
     if c.comment:
         lines.append(f'\t\tcomment "{names.comment(c.comment)}"')
     if c.hook is not None:
-        lines.append(f"\t\ttype filter hook {c.hook} priority filter; policy accept;")
+        lines.append("\t\t" + base_chain_spec(c.hook))
     lines.extend("\t\t" + r.render() for r in c.rules)
     lines.append("\t}")
     return "\n".join(lines)

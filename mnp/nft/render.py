@@ -14,7 +14,19 @@ from dataclasses import dataclass
 from mnp.api.ruleset import Direction, IPAddress, Rule, RulesetSpec
 from mnp.nft import model, names
 from mnp.nft.custom import CustomRules
-from mnp.nft.model import ACCEPT, DROP, Chain, Element, Hook, KeyType, Map, Selector, Symbol, Table
+from mnp.nft.model import (
+    ACCEPT,
+    DROP,
+    Chain,
+    Element,
+    Hook,
+    KeyType,
+    Map,
+    Selector,
+    Symbol,
+    Table,
+    TableShape,
+)
 from mnp.nft.partition import Segment, partition, peer_ranges, segment_at, segment_key
 from mnp.nft.ports import ANY, PortSet
 
@@ -234,9 +246,39 @@ def render_table_replace(table: Table, header: str = "") -> str:
     return f"{head}table inet {table.name} {{}}\ndelete table inet {table.name}\n" + model.render_table(table)
 
 
-def render_ruleset(spec: RulesetSpec, options: RenderOptions = RenderOptions()) -> str:
-    """The nft transaction the agent applies for `spec`: the whole table, replaced atomically."""
-    return render_table_replace(build_table(spec, options), _header(spec))
+def render_table_swap(table: Table, old: TableShape | None, header: str = "") -> str:
+    """One transaction turning the table `old` describes into `table`, its base chains kept hooked.
+
+    Deleting and re-creating a table unhooks its base chains and hooks new ones; a packet caught between
+    the two can traverse the new chain before the commit (no rules active yet) and the old one after it
+    (rules gone), both with policy accept: measured as one denied datagram in ~300 getting through in
+    about 1 of 30 replaces under load. Here the table is flushed instead: a base chain whose declaration
+    is unchanged stays registered, and a packet traverses it under one generation, the old rules or the
+    new, never neither. Other chains, maps and sets are deleted and defined anew in the same transaction.
+    With `old` None (no table, or one we cannot read) it is the whole-table replace.
+    """
+    if old is None or old.name != table.name:
+        return render_table_replace(table, header)
+    where = f"inet {table.name}"
+    new_base = {name: spec for name, spec in table.shape().chains if spec}
+    kept = {name for name, spec in old.chains if spec and new_base.get(name) == spec}
+    lines = [header] if header else []
+    lines.append(f"flush table {where}")
+    # `flush table` empties chains, not maps: maps go first, releasing the chains their verdicts jump to.
+    lines += [f"delete map {where} {name}" for name in old.maps]
+    lines += [f"delete set {where} {name}" for name in old.sets]
+    lines += [f"delete chain {where} {name}" for name, _ in old.chains if name not in kept]
+    return "\n".join(lines) + "\n" + model.render_table(table)
+
+
+def render_ruleset(
+    spec: RulesetSpec, options: RenderOptions = RenderOptions(), old: TableShape | None = None
+) -> str:
+    """The nft transaction the agent applies for `spec`: the whole table, in one transaction.
+
+    `old` is the shape of the table in the netns now (None if there is none): see render_table_swap.
+    """
+    return render_table_swap(build_table(spec, options), old, _header(spec))
 
 
 def render_delete(table: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,8 @@ import pytest
 
 from mnp.api.errors import NetnsError, NftError
 from mnp.nft.apply import NetnsNft, apply_nft_exec
-from mnp.nft.render import RenderOptions, build_table, render_ruleset, render_update
+from mnp.nft.model import Table
+from mnp.nft.render import RenderOptions, build_table, render_ruleset, render_table_swap, render_update
 from mnp.nft.render import render_table_replace as replace_text
 from tests.conftest import GOLDEN_DIR
 from tests.nft.cases import CASES, rule, spec
@@ -417,3 +419,63 @@ def test_open_context_pins_the_netns_and_close_releases_it(unique_prefix: str, o
     while peer_exists():
         assert time.monotonic() < deadline, "closing the context should let the netns go"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_shape_read_back_from_the_kernel_equals_the_shape_rendered(nft: NetnsNft, case: str) -> None:
+    table = build_table(*CASES[case])
+    nft.apply(replace_text(table))
+    assert nft.table_shape(table.name) == table.shape()
+
+
+def test_no_table_has_no_shape(nft: NetnsNft) -> None:
+    assert nft.table_shape("absent") is None
+
+
+def _handles(nft: NetnsNft, table: str) -> dict[str, int]:
+    out = _sh("nsenter", f"--net={nft.netns_path}", "nft", "-a", "list", "table", "inet", table).stdout
+    found = re.findall(r"^\tchain (\S+) \{ # handle (\d+)$", out, flags=re.M)
+    return {name: int(handle) for name, handle in found}
+
+
+def test_swap_keeps_base_chains_registered_and_redefines_everything_else(nft: NetnsNft) -> None:
+    first = build_table(*CASES["ipblock-except-overlapping"])
+    nft.apply(replace_text(first))
+    before = _handles(nft, first.name)
+    second = build_table(*CASES["dual-stack-two-interfaces"])
+    nft.apply(render_table_swap(second, nft.table_shape(first.name)))
+    after = _handles(nft, second.name)
+    assert nft.table_shape(second.name) == second.shape()
+    kept = {name for name, spec in second.shape().chains if spec} & set(before)
+    assert kept and all(after[b] == before[b] for b in kept), "a base chain was unhooked and re-created"
+    listed = nft.list_table(second.name)
+    assert listed is not None and listed == _fresh_listing(nft, second)
+
+
+def _fresh_listing(nft: NetnsNft, table: Table) -> str:
+    nft.delete_table(table.name)
+    nft.apply(replace_text(table))
+    listed = nft.list_table(table.name)
+    assert listed is not None
+    return listed
+
+
+def test_swap_repairs_a_table_someone_flushed_or_extended(nft: NetnsNft) -> None:
+    table = build_table(*CASES["ipblock-except-overlapping"])
+    nft.apply(replace_text(table))
+    want = nft.list_table(table.name)
+    nft.run(f"flush table inet {table.name}")
+    nft.run(f"add set inet {table.name} stray {{ type ipv4_addr; }}")
+    nft.run(f"add chain inet {table.name} extra")
+    nft.apply(render_table_swap(table, nft.table_shape(table.name)))
+    assert nft.list_table(table.name) == want
+
+
+def test_a_table_with_objects_we_do_not_manage_is_replaced_whole(nft: NetnsNft) -> None:
+    table = build_table(*CASES["deny-all"])
+    nft.apply(replace_text(table))
+    want = nft.list_table(table.name)
+    nft.run(f"add counter inet {table.name} c1")
+    assert nft.table_shape(table.name) is None
+    nft.apply(render_table_swap(table, None))
+    assert nft.list_table(table.name) == want
