@@ -223,15 +223,21 @@ class MapLookup:
 
 
 @dataclass(frozen=True, slots=True)
-class InterfaceVmap:
-    """`iifname vmap { "net1" : jump ingress-net1 }`."""
+class InterfaceIs:
+    """`iifname "net1"`: a plain comparison, no set lookup.
+
+    Base chains send each isolated interface to its chain with one such rule, not with one
+    `iifname vmap { ... }`: a lookup is evaluated against the generation current at lookup time, so a
+    packet that entered the chain just before a commit deleting the old anonymous set would miss
+    every element and fall off the base chain into its accept policy. A comparison in a rule
+    belongs to the generation the traversal started in, old or new, never neither.
+    """
 
     selector: Selector
-    entries: tuple[tuple[str, Verdict], ...]
+    ifname: str
 
     def render(self) -> str:
-        body = ", ".join(f"{names.ifname_literal(i)} : {v.render()}" for i, v in self.entries)
-        return f"{self.selector} vmap {{ {body} }}"
+        return f"{self.selector} {names.ifname_literal(self.ifname)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +255,7 @@ class Verbatim:
         return self.text.strip()
 
 
-Statement = Match | MapLookup | InterfaceVmap | Verbatim | Verdict
+Statement = Match | MapLookup | InterfaceIs | Verbatim | Verdict
 
 
 @dataclass(frozen=True, slots=True)

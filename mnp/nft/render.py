@@ -220,12 +220,11 @@ def build_table(spec: RulesetSpec, options: RenderOptions = RenderOptions()) -> 
         if rules is None or not rules.isolated:
             continue  # no isolated interface: no base chain, nothing in the packet path
         isolated = sorted(set(rules.isolated))
-        entries = tuple((i, model.jump(names.interface_chain(direction, i))) for i in isolated)
-        base = Chain(
-            names.base_chain(direction),
-            (_rule(model.InterfaceVmap(_IFNAME[direction], entries)),),
-            hook=_HOOK[direction],
+        dispatch = tuple(
+            _rule(model.InterfaceIs(_IFNAME[direction], i), model.jump(names.interface_chain(direction, i)))
+            for i in isolated
         )
+        base = Chain(names.base_chain(direction), dispatch, hook=_HOOK[direction])
         chains.append(base)
         for ifname in isolated:
             own = [r for r in rules.rules if r.interface == ifname]

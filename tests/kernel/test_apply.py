@@ -109,7 +109,7 @@ def test_listing_back_shows_what_was_rendered(nft: NetnsNft) -> None:
         "203.0.113.128/26 : jump ingress-net1-p1",
         "11.0.0.0-203.0.112.255 : jump ingress-net1-p0",
         "ip saddr vmap @ingress-net1-v4-net",
-        'iifname vmap { "net1" : jump ingress-net1 }',
+        'iifname "net1" jump ingress-net1',
     ):
         assert fragment in listed
 

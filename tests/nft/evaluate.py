@@ -85,13 +85,16 @@ def table_allows(
     base = next((c for c in table.chains if c.name == direction.value), None)
     if base is None:
         return True
-    vmap = base.rules[0].statements[0]
-    assert isinstance(vmap, model.InterfaceVmap)
-    target = dict(vmap.entries).get(iface)
+    targets: dict[str, str] = {}
+    for r in base.rules:
+        match, verdict = r.statements
+        assert isinstance(match, model.InterfaceIs) and isinstance(verdict, model.Verdict)
+        targets.setdefault(match.ifname, verdict.target)
+    target = targets.get(iface)
     if target is None:
         return True
     ip = ipaddress.ip_address(addr)
-    result = _chain_accepts(table, target.target, ip.version, int(ip), proto, port)
+    result = _chain_accepts(table, target, ip.version, int(ip), proto, port)
     assert result is not None, "an interface chain ends with drop"
     return result
 

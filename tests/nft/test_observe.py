@@ -19,7 +19,7 @@ LISTED = """table inet mnp {
 
 \tchain ingress {
 \t\ttype filter hook input priority filter; policy accept;
-\t\tiifname vmap { "net1" : jump ingress-net1 }
+\t\tiifname "net1" jump ingress-net1
 \t}
 
 \tchain ingress-net1 {
