@@ -15,6 +15,7 @@ from mnp.compiler.compile import (
     CompileOptions,
     compile_rulesets,
 )
+from mnp.local.cli import add_local_parsers, run_local
 from mnp.nft.custom import parse_custom_rules
 from mnp.nft.render import CustomRules, RenderOptions, render_ruleset
 from mnp.offline import ManifestError, build_snapshot, dump, load_documents
@@ -80,13 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_render_options(r)
 
-    local = sub.add_parser("local", help="the embedded local cluster")
-    local_sub = local.add_subparsers(dest="local_command", required=True, metavar="LOCAL_COMMAND")
-    api = local_sub.add_parser("apiserver", help="run the local Kubernetes API server in the foreground")
-    api.add_argument("--dir", required=True, type=Path, help="state directory (made if missing)")
-    api.add_argument(
-        "--address", default="127.0.0.1:0", help="HOST:PORT for HTTPS (default 127.0.0.1:0: a free port)"
-    )
+    add_local_parsers(sub)
     return parser
 
 
@@ -145,12 +140,6 @@ def run_render(args: argparse.Namespace) -> int:
         sys.stdout.write(f"# {meta.get('namespace', '')}/{meta.get('name', '')} ({doc.source})\n")
         sys.stdout.write(render_ruleset(spec, options))
     return 0
-
-
-def run_local(args: argparse.Namespace) -> int:
-    from mnp.local.apiserver.server import run as run_apiserver
-
-    return run_apiserver(args.dir, args.address)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
