@@ -130,7 +130,10 @@ def test_pods_and_configmaps_create_get_list_patch_delete(server: ApiServer) -> 
         assert (await ConfigMap.get("cm", namespace=ns, api=api)).data == {"k": "w"}
         await cm.delete()
         assert not await cm.exists()
-        await got.delete()
+        await got.delete()  # bound to a node: Terminating until its kubelet (played here) finishes
+        await got.refresh()
+        assert got.metadata.deletionTimestamp
+        await got.delete(force=True)
         await got.wait("delete", timeout=10)
 
     run(server, body)

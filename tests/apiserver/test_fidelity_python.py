@@ -787,7 +787,7 @@ def test_deleting_a_pod_garbage_collects_its_ruleset(
             "blockOwnerDeletion": True,
         }
         create_pnr(co, ns, name, owner=owners[name])
-    core.delete_namespaced_pod("owner-bg", ns)
+    core.delete_namespaced_pod("owner-bg", ns, grace_period_seconds=0)  # bound: no kubelet to wait for
 
     def gone() -> bool:
         try:
@@ -815,6 +815,10 @@ def test_deleting_a_namespace_removes_its_objects(
         co.create_namespaced_custom_object(MNP_GROUP, MNP_VERSION, n, MNP_PLURAL, policy("pol", n))
     out = core.delete_namespace(doomed)
     assert out is not None
+    # Its pod is bound to a node, so it is Terminating until that node's kubelet deletes it with grace
+    # 0; no kubelet runs here, so the test plays it.
+    assert core.read_namespaced_pod("p", doomed).metadata.deletion_timestamp is not None
+    core.delete_namespaced_pod("p", doomed, grace_period_seconds=0)
 
     def namespace_gone() -> bool:
         try:
@@ -895,7 +899,7 @@ def test_delete_preconditions_and_foreground_propagation(
         "blockOwnerDeletion": True,
     }
     create_pnr(co, ns, "fg", owner=ref)
-    core.delete_namespaced_pod("fg", ns, propagation_policy="Foreground")
+    core.delete_namespaced_pod("fg", ns, propagation_policy="Foreground", grace_period_seconds=0)
 
     def both_gone() -> bool:
         pods = [p.metadata.name for p in core.list_namespaced_pod(ns).items]

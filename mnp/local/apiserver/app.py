@@ -240,7 +240,10 @@ class App:
                     options.setdefault(key, q[key])
             if options.get("dryRun") == ["All"]:
                 opts.dry_run = True
-            obj = self.store.delete(t, ns, route.name, options, opts)
+            if t.store_key == ("", "pods"):
+                obj = pods.delete(self.store, t, ns, route.name, options, opts)
+            else:
+                obj = self.store.delete(t, ns, route.name, options, opts)
             return self._written(200, obj, opts)
         if verb == "deletecollection":
             items, _ = self._selected(t, route, req)

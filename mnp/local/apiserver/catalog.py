@@ -119,6 +119,9 @@ BUILTINS: tuple[ResourceType, ...] = (
         status=True,
     ),
     _b("apps", "v1", "daemonsets", "DaemonSet", True, short_names=("ds",), categories=("all",), status=True),
+    _b(
+        "apps", "v1", "replicasets", "ReplicaSet", True, short_names=("rs",), categories=("all",), status=True
+    ),
     _b("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
     _b("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
     _b("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),

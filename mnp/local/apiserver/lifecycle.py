@@ -1,5 +1,5 @@
-"""Object lifecycle: finalizers and deletionTimestamp, ownerReference garbage collection,
-namespace termination, and CRDs that add and remove served resources.
+"""Object lifecycle: finalizers and deletionTimestamp, graceful pod deletion, ownerReference garbage
+collection, namespace termination, and CRDs that add and remove served resources.
 
 Runs inside the store's write lock, right after each write, so a watcher sees an owner's DELETED
 before its dependents' and a namespace disappears only once it is empty.
@@ -8,6 +8,7 @@ before its dependents' and a namespace disappears only once it is empty.
 from __future__ import annotations
 
 import copy
+import datetime
 from typing import TYPE_CHECKING, Any
 
 from mnp.local.apiserver import admission as adm
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 
 Loc = tuple[StoreKey, str, str]  # storage key, namespace, name
 CRDS: StoreKey = ("apiextensions.k8s.io", "customresourcedefinitions")
+PODS: StoreKey = ("", "pods")
+TERMINAL_PHASES = ("Succeeded", "Failed")
+DEFAULT_GRACE_SECONDS = 30
 NAMESPACES: StoreKey = ("", "namespaces")
 FOREGROUND = "foregroundDeletion"
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -35,6 +39,9 @@ class Lifecycle:
         self.store = store
         self.uids: dict[str, Loc] = {}
         self.dependents: dict[str, set[Loc]] = {}
+        # DeleteOptions.gracePeriodSeconds of the request being served (set under the store lock by
+        # pods.delete); applies to the requested object only, never to what its deletion cascades to.
+        self.request_grace: int | None = None
 
     # --- startup -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -123,6 +130,8 @@ class Lifecycle:
         if _meta(old).get("deletionTimestamp"):
             # "Cannot add finalizers to an object being deleted" would be stricter; dropping is enough.
             new["metadata"]["deletionTimestamp"] = _meta(old)["deletionTimestamp"]
+            if "deletionGracePeriodSeconds" in _meta(old):
+                new["metadata"]["deletionGracePeriodSeconds"] = _meta(old)["deletionGracePeriodSeconds"]
         return new
 
     def _crd_status(self, crd: dict[str, Any]) -> None:
@@ -219,10 +228,14 @@ class Lifecycle:
 
         new = copy.deepcopy(owner)
         new["metadata"]["finalizers"] = [f for f in _meta(owner)["finalizers"] if f != FOREGROUND]
-        self.store.write(ot, owner, None if not new["metadata"]["finalizers"] else new, WriteOptions())
+        in_grace = bool(_meta(owner).get("deletionGracePeriodSeconds"))  # a pod its kubelet still runs
+        self.store.write(
+            ot, owner, None if not new["metadata"]["finalizers"] and not in_grace else new, WriteOptions()
+        )
 
     # --- delete ------------------------------------------------------------------------------
     def delete(self, t: ResourceType, old: dict[str, Any], policy: str, opts: WriteOptions) -> dict[str, Any]:
+        grace, self.request_grace = self.request_grace, None
         meta = _meta(old)
         if t.store_key == NAMESPACES:
             return self._delete_namespace(t, old, opts)
@@ -230,17 +243,30 @@ class Lifecycle:
             self._delete_custom_objects(old)
         uid = meta.get("uid", "")
         finalizers = list(meta.get("finalizers") or [])
+        pending = self._pod_grace(old, grace) if t.store_key == PODS else None
+        if pending == "pending":
+            # "graceful deletion is pending, do nothing": finalizers cannot change through DeleteOptions.
+            return old
         if policy == "Orphan" and not opts.dry_run:
             for loc in sorted(self.dependents.get(uid, set())):
                 self._orphan(loc, uid)
         if policy == "Foreground" and self.dependents.get(uid) and FOREGROUND not in finalizers:
             finalizers.append(FOREGROUND)
-        if not finalizers:
+        if not finalizers and pending is None:
             return self.store.write(t, old, None, opts)
-        if meta.get("deletionTimestamp") and finalizers == meta.get("finalizers"):
+        if meta.get("deletionTimestamp") and finalizers == meta.get("finalizers") and pending is None:
+            if meta.get("deletionGracePeriodSeconds"):
+                # A pod in its grace period, shortened to 0 while finalizers still hold it.
+                new = copy.deepcopy(old)
+                new["metadata"]["deletionTimestamp"] = adm.timestamp(self.store.clock())
+                new["metadata"]["deletionGracePeriodSeconds"] = 0
+                return self.store.write(t, old, new, opts)
             return old
         new = copy.deepcopy(old)
-        new["metadata"]["finalizers"] = finalizers
+        if finalizers:
+            new["metadata"]["finalizers"] = finalizers
+        if isinstance(pending, tuple):
+            new["metadata"]["deletionTimestamp"], new["metadata"]["deletionGracePeriodSeconds"] = pending
         new["metadata"].setdefault("deletionTimestamp", adm.timestamp(self.store.clock()))
         new["metadata"].setdefault("deletionGracePeriodSeconds", 0)
         stored = self.store.write(t, old, new, opts)
@@ -251,6 +277,40 @@ class Lifecycle:
                 if dep is not None and dt is not None and not _meta(dep).get("deletionTimestamp"):
                     self.delete(dt, dep, "Background", opts)
         return stored
+
+    def _pod_grace(self, pod: dict[str, Any], requested: int | None) -> tuple[str, int] | str | None:
+        """The grace period a pod deletion starts or shortens, as the real server's BeforeDelete and
+        the pod strategy's CheckGracefulDelete decide it.
+
+        Returns (deletionTimestamp, seconds) to start or shorten the grace period, "pending" when a
+        grace period already running is kept, and None when the pod goes at once (grace 0: unbound,
+        terminal, or asked for 0).
+        """
+        meta = _meta(pod)
+        if requested is not None and requested < 0:
+            requested = 1  # "Negative values will be treated as the value `1s` on the delete path."
+        current = meta.get("deletionGracePeriodSeconds")
+        since = adm.parse_time(meta.get("deletionTimestamp") or "")
+        if since is not None:
+            # "if we are already being deleted, we may only shorten the deletion grace period"
+            if not current:
+                return None
+            if requested is None or requested >= int(current):
+                return "pending"
+            if requested == 0:
+                return None
+            until = since - datetime.timedelta(seconds=int(current)) + datetime.timedelta(seconds=requested)
+            return adm.timestamp(until), requested
+        spec = pod.get("spec") or {}
+        seconds = requested
+        if seconds is None:
+            seconds = int(spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS))
+        if not spec.get("nodeName") or (pod.get("status") or {}).get("phase") in TERMINAL_PHASES:
+            seconds = 0
+        if seconds <= 0:
+            return None
+        until = self.store.clock() + datetime.timedelta(seconds=seconds)
+        return adm.timestamp(until), seconds
 
     def _orphan(self, loc: Loc, owner_uid: str) -> None:
         obj = self.store.storage.get(*loc)

@@ -1,5 +1,6 @@
 """Pod-specific API: the pods/binding subresource, the one way to set spec.nodeName of an existing pod
-(pod specs are otherwise immutable apart from images), as a scheduler does on a real cluster."""
+(pod specs are otherwise immutable apart from images), as a scheduler does on a real cluster; and
+DELETE with a grace period, which leaves a pod bound to a node Terminating until its kubelet is done."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import copy
 from typing import Any
 
 from mnp.local.apiserver.catalog import ResourceType
-from mnp.local.apiserver.errors import conflict, invalid, not_found
+from mnp.local.apiserver.errors import StatusError, conflict, invalid, not_found
 from mnp.local.apiserver.objects import Store, WriteOptions
 
 
@@ -28,3 +29,28 @@ def bind(store: Store, t: ResourceType, ns: str, name: str, body: Any) -> dict[s
         new.setdefault("spec", {})["nodeName"] = node
         store.write(t, old, new, WriteOptions())
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
+
+def delete(
+    store: Store, t: ResourceType, ns: str, name: str, options: dict[str, Any], opts: WriteOptions
+) -> dict[str, Any]:
+    """DELETE of a pod honouring DeleteOptions.gracePeriodSeconds (query parameter or body)."""
+    grace = grace_period(options.get("gracePeriodSeconds"))
+    with store.lock:
+        store.lifecycle.request_grace = grace
+        try:
+            return store.delete(t, ns, name, options, opts)
+        finally:
+            store.lifecycle.request_grace = None
+
+
+def grace_period(value: Any) -> int | None:
+    """gracePeriodSeconds as sent: absent, an integer in a DeleteOptions body, or a query string."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return int(value)
+    except (TypeError, ValueError):
+        raise StatusError(400, f"invalid gracePeriodSeconds: {value!r}", "BadRequest") from None
