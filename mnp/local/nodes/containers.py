@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -123,7 +123,6 @@ class _Container:
     status: ContainerStatus
     proc: subprocess.Popen[bytes] | None = None
     thread: threading.Thread | None = None
-    created_dirs: list[Path] = field(default_factory=list)
 
 
 class PodProcesses:
@@ -154,6 +153,7 @@ class PodProcesses:
         self._order: list[str] = []
         self._invalid: dict[str, ContainerStatus] = {}
         self._containers: dict[str, _Container] = {}
+        self._created_cgroups: list[Path] = []
         for c in containers:
             self._order.append(c.name)
             if isinstance(c, InvalidContainer):
@@ -171,7 +171,7 @@ class PodProcesses:
                 raise ContainerError(f"{self.pod_key}: containers already started")
             self._started = True
         for c in self._containers.values():
-            c.created_dirs = _make_cgroup(c.cgroup)
+            self._created_cgroups += _make_cgroup(c.cgroup)
             (self._log_dir / c.spec.name).mkdir(parents=True, exist_ok=True)
             c.thread = threading.Thread(
                 target=self._supervise, args=(c,), name=f"container {self.pod_key}/{c.spec.name}", daemon=True
@@ -207,8 +207,8 @@ class PodProcesses:
                 c.thread.join(_KILL_TIMEOUT)
                 if c.thread.is_alive():
                     raise ContainerError(f"{self.pod_key}/{c.spec.name}: container thread does not end")
-            _remove_dirs(c.created_dirs)
-            c.created_dirs = []
+        _remove_dirs(self._created_cgroups)
+        self._created_cgroups = []
 
     # --- the supervisor thread of one container ---
 
@@ -233,21 +233,16 @@ class PodProcesses:
             restart = not self._stop.is_set() and (
                 self._policy == "Always" or (self._policy == "OnFailure" and ended.exit_code != 0)
             )
+            # A start that failed in the launcher never ran, but it counts like any other.
+            base = replace(
+                c.status, container_id=container_id, restart_count=starts - 1, ready=False, started=False
+            )
             if not restart:
-                self._set(c, replace(c.status, state=ended, ready=False, started=False))
+                self._set(c, replace(base, state=ended))
                 return
             delay = _backoff(failures)
             message = f"back-off {delay:g}s restarting failed container={c.spec.name} pod={self.pod_key}"
-            self._set(
-                c,
-                replace(
-                    c.status,
-                    state=Waiting("CrashLoopBackOff", message),
-                    last_state=ended,
-                    ready=False,
-                    started=False,
-                ),
-            )
+            self._set(c, replace(base, state=Waiting("CrashLoopBackOff", message), last_state=ended))
             self._stop.wait(delay)
 
     def _run_once(self, c: _Container, container_id: str, restart: int) -> Terminated | None:
@@ -274,7 +269,6 @@ class PodProcesses:
                     start_new_session=True,
                 )
                 c.proc = proc
-                c.status = replace(c.status, container_id=container_id, restart_count=restart)
             os.close(write_end)
             write_end = -1
             started = _now()
@@ -290,7 +284,18 @@ class PodProcesses:
                 os.close(write_end)
         if not failure:  # the exec closed the status pipe: the command runs
             started = _now()
-            self._set(c, replace(c.status, state=Running(started), ready=True, started=True))
+            running = Running(started)
+            self._set(
+                c,
+                replace(
+                    c.status,
+                    container_id=container_id,
+                    restart_count=restart,
+                    state=running,
+                    ready=True,
+                    started=True,
+                ),
+            )
         code = proc.wait()
         finished = _now()
         # As when a pid namespace's init dies: whatever the command left behind goes with it.
