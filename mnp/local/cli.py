@@ -12,18 +12,18 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 from mnp.api.errors import MnpError
 from mnp.local.ctl import apply as apply_verb
 from mnp.local.ctl import delete as delete_verb
 from mnp.local.ctl import get as get_verb
 from mnp.local.ctl import pods, status, wait
-from mnp.local.ctl.manifests import load_manifests
+from mnp.local.ctl.api import ClusterApi
+from mnp.local.ctl.manifests import Manifest, load_manifests
 from mnp.local.layout import Layout
 
-if TYPE_CHECKING:
-    from mnp.local.ctl.kubeapi import KubeClusterApi
+T = TypeVar("T")
 
 DIR_ENV = "MNP_LOCAL_DIR"
 USAGE = 2
@@ -126,79 +126,78 @@ def cri_netns_lookup(layout: Layout) -> pods.NetnsLookup:
     return lookup
 
 
-async def _with_api(layout: Layout, verb: Callable[[KubeClusterApi], Awaitable[int]]) -> int:
+class ClusterDown(MnpError):
+    """The cluster's API server cannot be reached (no kubeconfig, nothing listening)."""
+
+
+async def _connected(layout: Layout, verb: Callable[[ClusterApi], Awaitable[T]]) -> T:
+    """Run `verb` with an API client for the cluster in `layout`, closed afterwards."""
+    from mnp.kube.errors import Unreachable
     from mnp.local.ctl.kubeapi import KubeClusterApi  # mnp.kube and kr8s only for verbs that need them
 
     if not layout.kubeconfig.exists():
-        print(
-            f"error: no kubeconfig at {layout.kubeconfig}: the cluster is not up; "
-            f"`mnp local up --dir {layout.root}` starts it",
-            file=sys.stderr,
+        raise ClusterDown(
+            f"no kubeconfig at {layout.kubeconfig}: the cluster is not up; "
+            f"`mnp local up --dir {layout.root}` starts it"
         )
-        return 1
     api = await KubeClusterApi.from_kubeconfig(layout.kubeconfig)
     try:
         return await verb(api)
+    except Unreachable as e:
+        raise ClusterDown(
+            f"{e}; is the cluster up? `mnp local status --dir {layout.root}` shows it"
+        ) from None
     finally:
         await api.close()
 
 
-def _verb(args: argparse.Namespace, layout: Layout) -> Callable[[KubeClusterApi], Awaitable[int]]:
+async def _api_verb(
+    args: argparse.Namespace,
+    layout: Layout,
+    ref: pods.PodRef | None,
+    manifests: list[Manifest],
+    api: ClusterApi,
+) -> int:
     out, err = sys.stdout, sys.stderr
     command = args.local_command
     if command == "apply":
-        manifests = load_manifests(args.filename)
-        return lambda api: apply_verb.apply_manifests(api, manifests, out, err)
+        return await apply_verb.apply_manifests(api, manifests, out, err)
     if command == "delete":
-        manifests = load_manifests(args.filename)
-        return lambda api: delete_verb.delete_manifests(api, manifests, out, err, args.timeout)
+        return await delete_verb.delete_manifests(api, manifests, out, err, args.timeout)
     if command == "get":
-        return lambda api: get_verb.get_objects(
+        return await get_verb.get_objects(
             api, args.kind, args.name, args.namespace, args.all_namespaces, args.output, out, err
         )
     if command == "status":
-        return lambda api: status.print_status(api, layout, out)
+        return await status.print_status(api, layout, out)
     if command == "wait":
-        return lambda api: wait.wait_converged(api, out, err, args.timeout)
-    raise AssertionError(command)
-
-
-async def _netns(layout: Layout, ref: pods.PodRef, container: str | None) -> tuple[int, str | None]:
-    result: list[str | None] = []
-
-    async def find(api: KubeClusterApi) -> int:
-        result.append(await pods.pod_netns(api, ref, container, cri_netns_lookup(layout)))
+        return await wait.wait_converged(api, out, err, args.timeout)
+    if command == "logs" and ref is not None:
+        out.flush()
+        await pods.print_logs(api, layout, ref, args.container, args.previous, out.buffer)
         return 0
-
-    code = await _with_api(layout, find)
-    return code, (result[0] if result else None)
+    raise AssertionError(f"mnp local {command} has no handler")
 
 
 def _run(args: argparse.Namespace, layout: Layout, ref: pods.PodRef | None) -> int:
     command = args.local_command
     if command == "kubeconfig":
         if not layout.kubeconfig.exists():
-            print(
-                f"error: no kubeconfig at {layout.kubeconfig}: `mnp local up --dir {layout.root}`",
-                file=sys.stderr,
+            raise ClusterDown(
+                f"no kubeconfig at {layout.kubeconfig}: `mnp local up --dir {layout.root}` first"
             )
-            return 1
         print(layout.kubeconfig)
         return 0
-    if command == "exec" and ref is not None:
-        code, netns = asyncio.run(_netns(layout, ref, args.container))
-        return code or pods.run_command(pods.exec_argv(netns, args.command))
-    if command == "logs" and ref is not None:
-
-        async def logs(api: KubeClusterApi) -> int:
-            await pods.print_logs(api, layout, ref, args.container, args.previous, sys.stdout.buffer)
-            return 0
-
-        sys.stdout.flush()
-        return asyncio.run(_with_api(layout, logs))
     if command == "status" and not layout.kubeconfig.exists():
         return asyncio.run(status.print_status(None, layout, sys.stdout))
-    return asyncio.run(_with_api(layout, _verb(args, layout)))
+    if command == "exec" and ref is not None:
+        lookup = cri_netns_lookup(layout)
+        netns = asyncio.run(_connected(layout, lambda api: pods.pod_netns(api, ref, args.container, lookup)))
+        # The API connection is closed before the command runs: it may run for long.
+        return pods.run_command(pods.exec_argv(netns, args.command))
+    # Manifests are read before connecting, so a bad file is reported even when the cluster is down.
+    manifests = load_manifests(args.filename) if command in ("apply", "delete") else []
+    return asyncio.run(_connected(layout, lambda api: _api_verb(args, layout, ref, manifests, api)))
 
 
 def run_local(args: argparse.Namespace) -> int:

@@ -465,6 +465,10 @@ def test_get_prints_one_object_a_list_names_and_tables_under_any_name_of_the_kin
     assert code == 0
     assert out.splitlines()[0].split()[:3] == ["NAME", "READY", "STATUS"]
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["c"]
+    code, out, _ = mnp(cluster, capsys, "get", "pod", "c", "-n", "other", "-o", "wide")
+    assert out.splitlines()[0].split()[:2] == ["NAME", "READY"] and "NODE" in out.splitlines()[0]
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["c"]
+    assert mnp(cluster, capsys, "get", "pod", "c", "-n", "other", "-o", "name")[1] == "pod/c\n"
     code, out, _ = mnp(cluster, capsys, "get", "pods", "-A")
     assert [line.split()[:2] for line in out.splitlines()] == [
         ["NAMESPACE", "NAME"],
@@ -549,6 +553,47 @@ def test_status_names_nodes_and_pods_and_fails_when_a_node_is_not_ready(
     assert "pods: 1 Pending" in out
     with_client(cluster, lambda c: ready(c, "node-2", "True"))
     assert mnp(cluster, capsys, "status")[0] == 0
+
+    cluster.pid_file("controller").parent.mkdir(parents=True)
+    cluster.pid_file("controller").write_text(f"{os.getpid()}\n")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    cluster.pid_file("node-1").write_text(f"{dead.pid}\n")
+    code, out, _ = mnp(cluster, capsys, "status")
+    assert code == 1
+    rows = [line.split() for line in out.splitlines()]
+    assert ["controller", "running", "(pid", f"{os.getpid()})"] in rows
+    assert ["node-1", "not", "running"] in rows
+
+
+def test_verbs_on_a_dir_without_a_cluster_say_how_to_start_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = Layout.at(tempfile.mkdtemp(prefix="mnpctl", dir="/tmp"))
+    try:
+        for verb in (["get", "pods"], ["wait"], ["kubeconfig"], ["status"]):
+            code, out, err = mnp(empty, capsys, *verb)
+            assert code == 1, verb
+            assert f"mnp local up --dir {empty.root}" in out + err, verb
+    finally:
+        shutil.rmtree(empty.root)
+
+
+def test_an_unreadable_manifest_fails_before_anything_is_applied(
+    cluster: Layout, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = write(tmp_path, "good.yaml", [doc("ConfigMap", "c")])
+    code, out, err = mnp(cluster, capsys, "apply", "-f", good, "-f", str(tmp_path / "missing.yaml"))
+    assert (code, out) == (1, "")
+    assert err.startswith("error: ") and "missing.yaml" in err
+    code, out, err = mnp(
+        cluster,
+        capsys,
+        "apply",
+        "-f",
+        write(tmp_path, "noname.yaml", [{"apiVersion": "v1", "kind": "ConfigMap"}]),
+    )
+    assert code == 1 and "metadata.name" in err
 
 
 def set_pod_status(layout: Layout, name: str, status: dict[str, Any], ns: str = "default") -> None:
