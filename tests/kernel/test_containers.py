@@ -421,3 +421,37 @@ def test_processes_left_running_are_reaped_by_stop(pods: Pods) -> None:
     pid = pid_of(pods.cgroup() + "/c")
     p.stop(2)
     assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0
+
+
+def test_a_missing_working_dir_and_nested_mount_targets_are_made_inside_the_container(
+    pods: Pods, unique_prefix: str, tmp_path: Path
+) -> None:
+    outer, inner = tmp_path / "outer", tmp_path / "inner"
+    outer.mkdir()
+    inner.mkdir()
+    (inner / "f").write_text("inner\n")
+    top = f"/{unique_prefix}-top"
+    spec = ContainerSpec(
+        "c",
+        ("sh", "-c", "pwd; cat sub/deeper/f; ls"),
+        PATH,
+        f"{top}/work",
+        (Mount(inner, f"{top}/work/sub/deeper", True), Mount(outer, f"{top}/work", False)),
+    )
+    p = pods.start([spec], netns=None)
+    done = wait_until("the script", state_is(p, Terminated))
+    assert done.state.exit_code == 0, pods.log()
+    assert pods.log().split() == [f"{top}/work", "inner", "sub"]
+    assert not os.path.lexists(top)
+    # The mount point inside a writable volume is made in the volume, as runc does; not above it.
+    assert (outer / "sub" / "deeper").is_dir() and list((outer / "sub" / "deeper").iterdir()) == []
+
+
+def test_a_launch_that_fails_before_the_command_reports_a_start_error(pods: Pods, tmp_path: Path) -> None:
+    spec = sh("c", "true", Mount(tmp_path / "absent", "/mnt", False))
+    p = pods.start([spec], netns=None)
+    s = wait_until("the failed start", state_is(p, Terminated))
+    assert (s.state.reason, s.state.exit_code) == ("StartError", 122)
+    assert str(tmp_path / "absent") in s.state.message
+    assert s.state.started_at is None
+    assert "startedAt" not in s.to_raw()["state"]["terminated"]

@@ -142,6 +142,8 @@ class PodProcesses:
         rel = cgroup_parent.strip("/")
         if not rel or ".." in rel.split("/"):
             raise ContainerError(f"{cgroup_parent!r} is not a cgroup path")
+        if restart_policy not in ("Always", "OnFailure", "Never"):
+            raise ContainerError(f"{pod_key}: unknown restartPolicy {restart_policy!r}")
         self.pod_key = pod_key
         self._netns = resolve_netns(netns) if netns is not None else None
         self._log_dir = log_dir

@@ -110,22 +110,31 @@ def bind_mounts(mounts: Sequence[Mount]) -> None:
             except OSError as e:
                 raise MountError(f"mount source {m.source}: {e.strerror}") from e
             clones.append((m, is_dir, _open_tree(str(m.source), follow=True)))
+        volumes: list[str] = []
         for m, is_dir, fd in sorted(clones, key=lambda c: _depth(c[0].target)):
-            target = ensure_path(m.target, directory=is_dir)
+            target = ensure_path(m.target, directory=is_dir, writable_volumes=volumes)
             _move_mount(fd, target)
-            if m.read_only and _libc.mount(
-                None, target.encode(), None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, None
-            ):
-                raise MountError(f"remount {m.target} read-only: {_strerror()}")
+            if m.read_only:
+                _remount_read_only(target)
+            elif is_dir:
+                volumes.append(target)
     finally:
         for _, _, fd in clones:
             os.close(fd)
 
 
-def ensure_path(path: str, *, directory: bool) -> str:
+def _remount_read_only(target: str) -> None:
+    # A bind remount sets the mount's flags to exactly those given: keep nosuid/nodev/noexec.
+    kept = os.statvfs(target).f_flag & (os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC)
+    if _libc.mount(None, target.encode(), None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | kept, None) != 0:
+        raise MountError(f"remount {target} read-only: {_strerror()}")
+
+
+def ensure_path(path: str, *, directory: bool, writable_volumes: Sequence[str] = ()) -> str:
     """`path` resolved (symlinks of existing ancestors followed), made to exist in this namespace only.
 
-    A missing path is created inside a writable mimic of its nearest existing ancestor.
+    A missing path is created inside a writable mimic of its nearest existing ancestor, except below
+    one of `writable_volumes` (mounted volumes): there it is made in the volume, as runc does.
     """
     resolved = os.path.realpath(path)
     if os.path.lexists(resolved):
@@ -138,6 +147,13 @@ def ensure_path(path: str, *, directory: bool) -> str:
         ancestor = os.path.dirname(ancestor)
     if not os.path.isdir(ancestor):
         raise MountError(f"mount target {path}: {ancestor} is not a directory")
+    if any(ancestor == v or ancestor.startswith(v.rstrip("/") + "/") for v in writable_volumes):
+        root = os.open(ancestor, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            _create(root, os.path.relpath(resolved, ancestor), directory)
+        finally:
+            os.close(root)
+        return resolved
     _mimic(ancestor, os.path.relpath(resolved, ancestor), directory)
     return resolved
 
