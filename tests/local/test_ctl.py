@@ -450,6 +450,7 @@ def test_get_prints_one_object_a_list_names_and_tables_under_any_name_of_the_kin
     code, out, _ = mnp(cluster, capsys, "get", "po", "a", "-o", "yaml")
     one = yaml.safe_load(out)
     assert code == 0 and (one["kind"], one["metadata"]["name"]) == ("Pod", "a")
+    assert "managedFields" not in one["metadata"]
 
     code, out, _ = mnp(cluster, capsys, "get", "Pod", "-o", "json")
     listed = json.loads(out)

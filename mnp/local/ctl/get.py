@@ -14,9 +14,10 @@ from mnp.offline import dump
 OUTPUTS = ("table", "wide", "yaml", "json", "name")
 
 
-def _typed(kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
-    """List items come back without apiVersion and kind; a `List` of several kinds needs them."""
-    return {"apiVersion": kind.api_version, "kind": kind.kind, **obj}
+def _shown(kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
+    """The object as kubectl shows it: apiVersion and kind first, managedFields left out."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return {"apiVersion": kind.api_version, "kind": kind.kind, **obj, "metadata": meta}
 
 
 def _scope(kind: Kind, namespace: str | None, all_namespaces: bool) -> str | None:
@@ -58,9 +59,9 @@ async def get_objects(
             out.write(text)
             return 0
         if name is not None:
-            objects = [_typed(kind, await api.get(kind, scope or "", name))]
+            objects = [_shown(kind, await api.get(kind, scope or "", name))]
         else:
-            objects = [_typed(kind, o) for o in await api.list(kind, scope)]
+            objects = [_shown(kind, o) for o in await api.list(kind, scope)]
     except NotFound:
         print(f"error: {kind.display} {name!r} not found{where}", file=err)
         return 1
