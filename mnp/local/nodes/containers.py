@@ -221,7 +221,8 @@ class PodProcesses:
             try:
                 prepare_sources([check for m in c.spec.mounts for check in m.checks])
             except InvalidInput as e:
-                self._set(c, replace(c.status, state=Waiting("CreateContainerConfigError", e.describe())))
+                waiting = Waiting("CreateContainerConfigError", e.describe())
+                self._set(c, replace(c.status, state=waiting, ready=False, started=False))
                 failures += 1
                 self._stop.wait(_backoff(failures))
                 continue
@@ -263,13 +264,16 @@ class PodProcesses:
             with self._lock:
                 if self._stop.is_set():
                     return None
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "mnp.local.nodes.launch", "--status-fd", str(write_end)],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    pass_fds=(write_end,),
-                    start_new_session=True,
-                )
+                try:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "mnp.local.nodes.launch", "--status-fd", str(write_end)],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.DEVNULL,
+                        pass_fds=(write_end,),
+                        start_new_session=True,
+                    )
+                except OSError as e:  # containerd reports a failed start with exit code 128
+                    return Terminated(128, "StartError", None, _now(), container_id, f"start launcher: {e}")
                 c.proc = proc
             os.close(write_end)
             write_end = -1
@@ -301,7 +305,10 @@ class PodProcesses:
         code = proc.wait()
         finished = _now()
         # As when a pid namespace's init dies: whatever the command left behind goes with it.
-        kill_all_in_cgroup(c.cgroup, remove=False)
+        try:
+            kill_all_in_cgroup(c.cgroup, remove=False)
+        except ContainerError:
+            log.exception("container leftovers survive", extra={"object": self.pod_key})
         with self._lock:
             c.proc = None
         exit_code = 128 - code if code < 0 else code
