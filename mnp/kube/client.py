@@ -1,14 +1,12 @@
 """The async API client every mnp process uses: JSON in and out, mnp errors, bounded retries.
 
-Built on kr8s's low-level `Api.call_api` (authentication, TLS, token refresh on 401) so that URLs,
-query parameters and streaming stay ours. Transient failures (no connection, 429, 5xx) are retried
-with capped exponential backoff and jitter for at most `retry_for` seconds; other 4xx never are.
+Requests go through `transport` (kr8s's low-level `call_api`: authentication, TLS, token refresh), so
+URLs, query parameters and streaming stay ours. Transient failures (no connection, 429, 5xx) are
+retried with capped exponential backoff and jitter for at most `retry_for` seconds; 4xx never are.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -18,14 +16,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import httpx
-import kr8s
-import kr8s.asyncio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_delay
 from tenacity.wait import wait_exponential_jitter
 
 from mnp.kube.discovery import Discovery
-from mnp.kube.errors import KubeApiError, KubeGone, Unreachable, error_from_status, parse_body
+from mnp.kube.errors import KubeApiError, KubeGone, Unreachable
 from mnp.kube.resources import (
     CRDS,
     DAEMONSETS,
@@ -42,6 +37,7 @@ from mnp.kube.resources import (
     SERVICEACCOUNTS,
     Resource,
 )
+from mnp.kube.transport import JSON_TYPE, Transport
 
 __all__ = [
     "CRDS",
@@ -69,7 +65,7 @@ SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 LIST_PAGE = 500
 # A continue token outlives a page only while the server keeps its snapshot: start over a few times.
 LIST_RESTARTS = 3
-JSON_TYPE = "application/json"
+REQUEST_TIMEOUT = 30.0
 
 
 class PatchType(StrEnum):
@@ -90,42 +86,38 @@ class ObjectList:
 class Client:
     """One API server connection. Create with `from_kubeconfig`, `in_cluster` or `from_environment`."""
 
-    def __init__(
-        self,
-        api: kr8s.asyncio.Api,
-        *,
-        retry_for: float = 30.0,
-        request_timeout: float = 30.0,
-        backoff_max: float = 5.0,
-    ) -> None:
-        self._api = api
+    def __init__(self, transport: Transport, *, retry_for: float = 30.0, backoff_max: float = 5.0) -> None:
+        self.transport = transport
+        self._api = transport.api  # kept for mnp/local/ctl/kubeapi.py until it passes `accept` to request()
         self.retry_for = retry_for
-        self.request_timeout = request_timeout
         self.backoff_max = backoff_max
         self.discovery = Discovery(self)
 
     @classmethod
-    async def from_kubeconfig(cls, path: str | Path, context: str | None = None, **options: Any) -> Client:
+    async def from_kubeconfig(
+        cls,
+        path: str | Path,
+        context: str | None = None,
+        *,
+        request_timeout: float = REQUEST_TIMEOUT,
+        **options: Any,
+    ) -> Client:
         """A client for the kubeconfig at `path` (its current context unless `context` is given)."""
-        api = kr8s.asyncio.Api(bypass_factory=True, kubeconfig=str(path), context=context)
-        await _authenticate(api, f"kubeconfig {path}")
-        return cls(api, **options)
+        return cls(await Transport.from_kubeconfig(path, context, request_timeout), **options)
 
     @classmethod
     async def in_cluster(
-        cls, service_account_dir: str | Path = SERVICE_ACCOUNT_DIR, **options: Any
+        cls,
+        service_account_dir: str | Path = SERVICE_ACCOUNT_DIR,
+        *,
+        request_timeout: float = REQUEST_TIMEOUT,
+        **options: Any,
     ) -> Client:
         """A client from the pod's service account (token, ca.crt) and KUBERNETES_SERVICE_HOST/PORT."""
         sa = Path(service_account_dir)
         if not (sa / "token").is_file() or not os.environ.get("KUBERNETES_SERVICE_HOST"):
             raise Unreachable(f"not in a cluster: no {sa / 'token'} or KUBERNETES_SERVICE_HOST unset")
-        # kr8s prefers a kubeconfig when one can be read ($KUBECONFIG, ~/.kube/config); naming one
-        # that cannot exist makes it fall through to the service account, as its own tests do.
-        api = kr8s.asyncio.Api(
-            bypass_factory=True, kubeconfig=str(sa / "no-kubeconfig"), serviceaccount=str(sa)
-        )
-        await _authenticate(api, f"service account {sa}")
-        return cls(api, **options)
+        return cls(await Transport.from_service_account(sa, request_timeout), **options)
 
     @classmethod
     async def from_environment(cls, kubeconfig: str | Path | None = None, **options: Any) -> Client:
@@ -139,12 +131,10 @@ class Client:
 
     @property
     def server(self) -> str:
-        return str(self._api.auth.server)
+        return self.transport.server
 
     async def close(self) -> None:
-        session = self._api._session  # kr8s offers no public close; its session is an httpx client
-        if session is not None and not session.is_closed:
-            await session.aclose()
+        await self.transport.close()
 
     async def __aenter__(self) -> Client:
         return self
@@ -322,6 +312,7 @@ class Client:
         params: dict[str, str] | None = None,
         body: Any = None,
         content_type: str = JSON_TYPE,
+        accept: str = JSON_TYPE,
         obj: str = "",
     ) -> Any:
         """One request with retries of transient failures; the decoded JSON answer."""
@@ -333,14 +324,14 @@ class Client:
             reraise=True,
         ):
             with attempt:
-                return await self._send(method, path, params, body, content_type, obj)
+                return await self.transport.send(method, path, params, body, content_type, accept, obj)
         raise AssertionError("unreachable")
 
     def stream(
         self, path: str, params: dict[str, str], read_timeout: float, obj: str = ""
     ) -> AbstractAsyncContextManager[AsyncIterator[str]]:
         """An open streaming GET as an iterator of lines; errors as mnp errors, not retried here."""
-        return _Stream(self, path, params, read_timeout, obj)
+        return self.transport.stream(path, params, read_timeout, obj)
 
     def _wait(self, state: RetryCallState) -> float:
         backoff = wait_exponential_jitter(multiplier=0.2, max=self.backoff_max, jitter=0.2)(state)
@@ -369,94 +360,6 @@ class Client:
             body=body,
             params=_write_params(field_manager, False),
         )
-
-    async def _send(
-        self, method: str, path: str, params: dict[str, str] | None, body: Any, content_type: str, obj: str
-    ) -> Any:
-        content = None if body is None else json.dumps(body).encode()
-        base, url = _split(path)
-        try:
-            async with self._api.call_api(
-                method,
-                version="",
-                base=base,
-                url=url,
-                params=params or {},
-                content=content,
-                headers={"Content-Type": content_type, "Accept": JSON_TYPE},
-                timeout=self.request_timeout,
-            ) as response:
-                return parse_body(response.content)
-        except kr8s.ServerError as e:
-            raise _status_error(e, obj) from e
-        except (httpx.TransportError, kr8s.APITimeoutError, OSError) as e:
-            raise Unreachable(f"{method} {path}: {type(e).__name__}: {e}", obj) from e
-
-
-class _Stream:
-    """`async with client.stream(...) as lines`: one streaming GET, closed on exit."""
-
-    def __init__(
-        self, client: Client, path: str, params: dict[str, str], read_timeout: float, obj: str
-    ) -> None:
-        timeout = httpx.Timeout(client.request_timeout, read=read_timeout)
-        base, url = _split(path)
-        self._cm = client._api.call_api(
-            "GET",
-            version="",
-            base=base,
-            url=url,
-            params=params,
-            stream=True,
-            headers={"Accept": JSON_TYPE},
-            timeout=timeout,
-        )
-        self._what = f"GET {path}"
-        self._obj = obj
-
-    async def __aenter__(self) -> AsyncIterator[str]:
-        try:
-            response: httpx.Response = await self._cm.__aenter__()
-        except kr8s.ServerError as e:
-            raise _status_error(e, self._obj) from e
-        except (httpx.TransportError, kr8s.APITimeoutError, OSError) as e:
-            raise Unreachable(f"{self._what}: {type(e).__name__}: {e}", self._obj) from e
-        return self._lines(response)
-
-    async def __aexit__(self, *exc: Any) -> None:
-        # The stream is being abandoned anyway; the caller already has the error it acts on.
-        with contextlib.suppress(httpx.TransportError, kr8s.APITimeoutError, OSError):
-            await self._cm.__aexit__(*exc)
-
-    async def _lines(self, response: httpx.Response) -> AsyncIterator[str]:
-        try:
-            async for line in response.aiter_lines():
-                if line.strip():
-                    yield line
-        except (httpx.TransportError, kr8s.APITimeoutError, OSError) as e:
-            raise Unreachable(f"{self._what}: stream broke: {type(e).__name__}: {e}", self._obj) from e
-
-
-async def _authenticate(api: kr8s.asyncio.Api, source: str) -> None:
-    try:
-        await api.auth
-    except (ValueError, KeyError, OSError) as e:
-        raise Unreachable(f"cannot load credentials from {source}: {e}") from e
-
-
-def _status_error(e: kr8s.ServerError, obj: str) -> KubeApiError:
-    response = e.response
-    if response is None:
-        return KubeApiError(0, "Unknown", str(e), obj)
-    header = response.headers.get("Retry-After")
-    retry_after = float(header) if header and header.replace(".", "", 1).isdigit() else None
-    return error_from_status(response.status_code, parse_body(response.content), obj, retry_after)
-
-
-def _split(path: str) -> tuple[str, str]:
-    """kr8s joins base, version and url with "/": base and url such that nothing is added."""
-    head, _, rest = path.lstrip("/").partition("/")
-    return f"/{head}", rest
 
 
 def _scope(resource: Resource, namespace: str | None, name: str | None) -> str | None:

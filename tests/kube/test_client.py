@@ -166,6 +166,18 @@ def test_subresources_are_created_by_post(server: LocalServer) -> None:
     run(server, body)
 
 
+def test_a_raw_request_can_ask_for_another_representation(server: LocalServer) -> None:
+    async def body(client: Client, ns: str) -> None:
+        await client.create(CONFIGMAPS, configmap("a", ns))
+        table = await client.request(
+            "GET", CONFIGMAPS.path(ns), accept="application/json;as=Table;v=v1;g=meta.k8s.io"
+        )
+        assert table["kind"] == "Table"
+        assert [row["cells"][0] for row in table["rows"]] == ["a"]
+
+    run(server, body)
+
+
 def test_injected_server_errors_are_retried_until_the_request_succeeds(server: LocalServer) -> None:
     async def body(client: Client, ns: str) -> None:
         await client.create(CONFIGMAPS, configmap("a", ns))

@@ -1,0 +1,153 @@
+"""The seam to kr8s: one HTTP request or one streaming GET on a kr8s Api, with failures as mnp errors.
+
+kr8s supplies authentication (kubeconfig, service account, token refresh on 401), TLS and the httpx
+session; URLs, query parameters, headers and streaming stay ours. No retries here (see client).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kr8s
+import kr8s.asyncio
+
+from mnp.kube.errors import KubeApiError, Unreachable, error_from_status, parse_body
+
+JSON_TYPE = "application/json"
+_NO_ANSWER = (httpx.TransportError, kr8s.APITimeoutError, OSError)
+
+
+class Transport:
+    """Requests over one kr8s Api (`api`), with a default timeout in seconds."""
+
+    def __init__(self, api: kr8s.asyncio.Api, timeout: float) -> None:
+        self.api = api
+        self.timeout = timeout
+
+    @classmethod
+    async def from_kubeconfig(cls, path: str | Path, context: str | None, timeout: float) -> Transport:
+        api = kr8s.asyncio.Api(bypass_factory=True, kubeconfig=str(path), context=context)
+        await _authenticate(api, f"kubeconfig {path}")
+        return cls(api, timeout)
+
+    @classmethod
+    async def from_service_account(cls, directory: Path, timeout: float) -> Transport:
+        # kr8s prefers a kubeconfig when one can be read ($KUBECONFIG, ~/.kube/config); naming one
+        # that cannot exist makes it fall through to the service account, as its own tests do.
+        api = kr8s.asyncio.Api(
+            bypass_factory=True, kubeconfig=str(directory / "no-kubeconfig"), serviceaccount=str(directory)
+        )
+        await _authenticate(api, f"service account {directory}")
+        return cls(api, timeout)
+
+    @property
+    def server(self) -> str:
+        return str(self.api.auth.server)
+
+    async def close(self) -> None:
+        session = self.api._session  # kr8s offers no public close; its session is an httpx client
+        if session is not None and not session.is_closed:
+            await session.aclose()
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        body: Any,
+        content_type: str = JSON_TYPE,
+        accept: str = JSON_TYPE,
+        obj: str = "",
+    ) -> Any:
+        """One request; the decoded answer (JSON, else text). Raises KubeApiError subclasses."""
+        content = None if body is None else json.dumps(body).encode()
+        base, url = _split(path)
+        try:
+            async with self.api.call_api(
+                method,
+                version="",
+                base=base,
+                url=url,
+                params=params or {},
+                content=content,
+                headers={"Content-Type": content_type, "Accept": accept},
+                timeout=self.timeout,
+            ) as response:
+                return parse_body(response.content)
+        except kr8s.ServerError as e:
+            raise _status_error(e, obj) from e
+        except _NO_ANSWER as e:
+            raise Unreachable(f"{method} {path}: {type(e).__name__}: {e}", obj) from e
+
+    def stream(self, path: str, params: dict[str, str], read_timeout: float, obj: str = "") -> Stream:
+        return Stream(self, path, params, read_timeout, obj)
+
+
+class Stream:
+    """`async with transport.stream(...) as lines`: one streaming GET as non-empty lines, closed on exit."""
+
+    def __init__(
+        self, transport: Transport, path: str, params: dict[str, str], read_timeout: float, obj: str
+    ) -> None:
+        base, url = _split(path)
+        self._cm = transport.api.call_api(
+            "GET",
+            version="",
+            base=base,
+            url=url,
+            params=params,
+            stream=True,
+            headers={"Accept": JSON_TYPE},
+            timeout=httpx.Timeout(transport.timeout, read=read_timeout),
+        )
+        self._what = f"GET {path}"
+        self._obj = obj
+
+    async def __aenter__(self) -> AsyncIterator[str]:
+        try:
+            response: httpx.Response = await self._cm.__aenter__()
+        except kr8s.ServerError as e:
+            raise _status_error(e, self._obj) from e
+        except _NO_ANSWER as e:
+            raise Unreachable(f"{self._what}: {type(e).__name__}: {e}", self._obj) from e
+        return self._lines(response)
+
+    async def __aexit__(self, *exc: Any) -> None:
+        # The stream is being abandoned anyway; the caller already has the error it acts on.
+        with contextlib.suppress(*_NO_ANSWER):
+            await self._cm.__aexit__(*exc)
+
+    async def _lines(self, response: httpx.Response) -> AsyncIterator[str]:
+        try:
+            async for line in response.aiter_lines():
+                if line.strip():
+                    yield line
+        except _NO_ANSWER as e:
+            raise Unreachable(f"{self._what}: stream broke: {type(e).__name__}: {e}", self._obj) from e
+
+
+async def _authenticate(api: kr8s.asyncio.Api, source: str) -> None:
+    try:
+        await api.auth
+    except (ValueError, KeyError, OSError) as e:
+        raise Unreachable(f"cannot load credentials from {source}: {e}") from e
+
+
+def _status_error(e: kr8s.ServerError, obj: str) -> KubeApiError:
+    response = e.response
+    if response is None:
+        return KubeApiError(0, "Unknown", str(e), obj)
+    header = response.headers.get("Retry-After")
+    retry_after = float(header) if header and header.replace(".", "", 1).isdigit() else None
+    return error_from_status(response.status_code, parse_body(response.content), obj, retry_after)
+
+
+def _split(path: str) -> tuple[str, str]:
+    """kr8s joins base, version and url with "/": base and url such that nothing is added."""
+    head, _, rest = path.lstrip("/").partition("/")
+    return f"/{head}", rest
