@@ -8,6 +8,9 @@ import asyncio
 import contextlib
 import copy
 import itertools
+import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -616,6 +619,10 @@ def test_the_scheduler_binds_by_node_selector_and_reports_a_pod_no_node_fits() -
                 return (await c.client.get(kr.PODS, name, "default"))["spec"].get("nodeName")
 
             assert await c.eventually(lambda: node_of("fast"), "the ssd pod to be bound") == "node-2"
+            fast = await c.client.get(kr.PODS, "fast", "default")
+            assert [(x["type"], x["status"]) for x in fast["status"]["conditions"]] == [
+                ("PodScheduled", "True")
+            ]
 
             async def unschedulable() -> Any:
                 pod = await c.client.get(kr.PODS, "gpu", "default")
@@ -639,3 +646,28 @@ def test_the_scheduler_binds_by_node_selector_and_reports_a_pod_no_node_fits() -
             assert len(events.items) == 1
 
     run(scenario)
+
+
+def test_the_controllers_process_runs_against_a_kubeconfig_and_exits_cleanly_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    running = apiserver.start(tmp_path, "127.0.0.1:0")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mnp.local.workloads", "--kubeconfig", str(tmp_path / "kubeconfig")],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "workload controllers started" in line:
+                break
+        assert proc.poll() is None, "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        running.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from mnp.local.apiserver import admission as adm
 from mnp.local.apiserver.catalog import ResourceType
 from mnp.local.apiserver.errors import StatusError, conflict, invalid, not_found
 from mnp.local.apiserver.objects import Store, WriteOptions
@@ -27,8 +28,16 @@ def bind(store: Store, t: ResourceType, ns: str, name: str, body: Any) -> dict[s
             raise conflict("", "pods/binding", name, f'pod {name} is already assigned to node "{current}"')
         new = copy.deepcopy(old)
         new.setdefault("spec", {})["nodeName"] = node
+        _mark_scheduled(new, adm.timestamp(store.clock()))
         store.write(t, old, new, WriteOptions())
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
+
+def _mark_scheduled(pod: dict[str, Any], now: str) -> None:
+    """Binding sets PodScheduled=True, as the real binding storage does (podutil.UpdatePodCondition)."""
+    status = pod.setdefault("status", {})
+    kept = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+    status["conditions"] = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}, *kept]
 
 
 def delete(
