@@ -95,6 +95,12 @@ def test_crds_come_first_then_namespaces_then_the_rest_in_file_order_and_delete_
     assert [m.name for m in delete_order(ms)] == ["c2", "p", "c1", "ns1", "x.example.com"]
 
 
+def test_a_crd_manifest_names_the_api_versions_it_serves() -> None:
+    [crd] = load_manifests([str(REPO / "crds" / "multi-networkpolicies.yaml")])
+    assert crd.is_crd
+    assert crd.crd_serves() == {("k8s.cni.cncf.io/v1beta1", "MultiNetworkPolicy")}  # v1beta2 is not served
+
+
 def test_a_namespaced_object_without_a_namespace_goes_to_default_and_a_cluster_one_keeps_none() -> None:
     [cm, ns] = load_from([doc("ConfigMap", "c"), doc("Namespace", "n", "stray")])
     assert with_namespace(cm, True).namespace == "default"

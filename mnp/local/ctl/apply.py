@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TextIO
 
 from mnp.api.errors import ApiError
@@ -20,33 +20,29 @@ from mnp.local.ctl.manifests import Manifest, apply_order, with_namespace
 CRD_SERVED_TIMEOUT_S = 30.0
 POLL_S = 0.1
 
-Sleep = Callable[[float], Awaitable[None]]
 
+async def _served_kind(api: ClusterApi, m: Manifest, coming: set[tuple[str, str]]) -> Kind:
+    """The manifest's resource; for one a CRD just applied defines (`coming`), waits until it is served.
 
-async def _served_kind(
-    api: ClusterApi, m: Manifest, defined_here: set[tuple[str, str]], sleep: Sleep
-) -> Kind:
-    """The manifest's resource; for a kind a CRD of this invocation defines, waits until it is served."""
+    The API server serves a custom resource, in discovery and on its paths, once its CRD is Established.
+    """
     deadline = time.monotonic() + CRD_SERVED_TIMEOUT_S
     while True:
         try:
             return await api.kind_for(m.api_version, m.kind)
         except UnknownKind:
-            if (m.group, m.kind) not in defined_here or time.monotonic() > deadline:
+            if (m.api_version, m.kind) not in coming or time.monotonic() > deadline:
                 raise
-        await sleep(POLL_S)
+        await asyncio.sleep(POLL_S)
 
 
-async def apply_manifests(
-    api: ClusterApi, manifests: Sequence[Manifest], out: TextIO, err: TextIO, sleep: Sleep = asyncio.sleep
-) -> int:
+async def apply_manifests(api: ClusterApi, manifests: Sequence[Manifest], out: TextIO, err: TextIO) -> int:
     """Apply every manifest in apply order; 0 if all were applied, 1 otherwise."""
-    ordered = apply_order(manifests)
-    defined_here = {m.crd_defines() for m in ordered if m.is_crd}
+    coming: set[tuple[str, str]] = set()  # (apiVersion, kind) of the CRDs applied so far
     failed = 0
-    for m in ordered:
+    for m in apply_order(manifests):
         try:
-            kind = await _served_kind(api, m, defined_here, sleep)
+            kind = await _served_kind(api, m, coming)
         except UnknownKind:
             print(
                 f"error: {m.source}: {m.display()}: the server does not serve kind {m.kind!r} in "
@@ -63,6 +59,8 @@ async def apply_manifests(
             failed += 1
             continue
         print(f"{kind.display}/{m.name} serverside-applied", file=out, flush=True)
+        if m.is_crd:
+            coming |= m.crd_serves()
     return 1 if failed else 0
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -19,8 +19,6 @@ from mnp.local.ctl.manifests import Manifest, delete_order, with_namespace
 DEFAULT_TIMEOUT_S = 120.0
 POLL_S = 0.2
 PROGRESS_EVERY_S = 2.0
-
-Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +44,6 @@ async def delete_manifests(
     out: TextIO,
     err: TextIO,
     timeout: float = DEFAULT_TIMEOUT_S,
-    sleep: Sleep = asyncio.sleep,
 ) -> int:
     """Delete, then wait until gone; NotFound counts as deleted. 0, or 1 on a refusal or timeout."""
     failed = 0
@@ -74,14 +71,12 @@ async def delete_manifests(
             continue
         print(f"{kind.display}/{m.name} deleted", file=out, flush=True)
         pending.append(Deleting(kind, m.namespace, m.name, str((current.get("metadata") or {}).get("uid"))))
-    if not await _wait_gone(api, pending, err, timeout, sleep):
+    if not await _wait_gone(api, pending, err, timeout):
         failed += 1
     return 1 if failed else 0
 
 
-async def _wait_gone(
-    api: ClusterApi, pending: list[Deleting], err: TextIO, timeout: float, sleep: Sleep
-) -> bool:
+async def _wait_gone(api: ClusterApi, pending: list[Deleting], err: TextIO, timeout: float) -> bool:
     started = time.monotonic()
     last_progress = started
     while True:
@@ -101,7 +96,7 @@ async def _wait_gone(
             last_progress = now
             shown = ", ".join(str(d) for d in pending[:5]) + (" ..." if len(pending) > 5 else "")
             print(f"waiting for {len(pending)} to be gone: {shown}", file=err, flush=True)
-        await sleep(POLL_S)
+        await asyncio.sleep(POLL_S)
 
 
 __all__ = ["DEFAULT_TIMEOUT_S", "delete_manifests"]

@@ -47,17 +47,16 @@ class Manifest:
     def is_crd(self) -> bool:
         return self.kind == CRD_KIND and self.group == CRD_GROUP
 
-    def crd_defines(self) -> tuple[str, str]:
-        """(group, kind) of the resources a CRD manifest defines."""
+    def crd_serves(self) -> set[tuple[str, str]]:
+        """(apiVersion, kind) of every served version a CRD manifest defines."""
         spec = self.obj.get("spec") or {}
-        names = spec.get("names") or {}
-        return str(spec.get("group") or ""), str(names.get("kind") or "")
+        kind = str((spec.get("names") or {}).get("kind") or "")
+        versions = [v for v in spec.get("versions") or [] if isinstance(v, Mapping) and v.get("served")]
+        return {(f"{spec.get('group')}/{v.get('name')}", kind) for v in versions}
 
-    def display(self, namespaced: bool | None = None) -> str:
-        """`kind[.group]/name` as kubectl prints it, with the namespace when known to matter."""
-        head = self.kind.lower() + (f".{self.group}" if self.group else "")
-        ns = f" -n {self.namespace}" if namespaced and self.namespace else ""
-        return f"{head}/{self.name}{ns}"
+    def display(self) -> str:
+        """`kind[.group]/name` as kubectl prints it."""
+        return self.kind.lower() + (f".{self.group}" if self.group else "") + f"/{self.name}"
 
 
 def group_of(api_version: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
 from mnp.local.ctl.api import ClusterApi
@@ -14,8 +13,6 @@ from mnp.local.ctl.kinds import MULTI_NETWORK_POLICY, POD, POD_NETWORK_RULESET, 
 DEFAULT_TIMEOUT_S = 300.0
 POLL_S = 0.5
 PROGRESS_EVERY_S = 10.0
-
-Sleep = Callable[[float], Awaitable[None]]
 
 
 async def _list_if_served(api: ClusterApi, kind: Kind) -> list[dict[str, Any]] | None:
@@ -39,7 +36,6 @@ async def wait_converged(
     out: TextIO,
     err: TextIO,
     timeout: float = DEFAULT_TIMEOUT_S,
-    sleep: Sleep = asyncio.sleep,
 ) -> int:
     """0 once converged (pods the user must fix named on stderr), 1 naming the rest on timeout."""
     started = time.monotonic()
@@ -63,7 +59,7 @@ async def wait_converged(
         if now - last_progress >= PROGRESS_EVERY_S:
             last_progress = now
             print(f"waiting for {len(state.waiting)}: {state.waiting[0]}", file=err, flush=True)
-        await sleep(POLL_S)
+        await asyncio.sleep(POLL_S)
 
 
 __all__ = ["DEFAULT_TIMEOUT_S", "observe", "wait_converged"]
