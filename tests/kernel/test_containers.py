@@ -455,3 +455,36 @@ def test_a_launch_that_fails_before_the_command_reports_a_start_error(pods: Pods
     assert str(tmp_path / "absent") in s.state.message
     assert s.state.started_at is None
     assert "startedAt" not in s.to_raw()["state"]["terminated"]
+
+
+def test_a_command_that_is_not_executable_terminates_with_126(pods: Pods, tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho never\n")
+    script.chmod(0o644)
+    p = pods.start([ContainerSpec("c", (str(script),), PATH, None, ())], netns=None)
+    s = wait_until("the failed exec", state_is(p, Terminated))
+    assert (s.state.exit_code, s.state.reason) == (126, "Error")
+    assert "Permission denied" in s.state.message
+
+
+def test_statuses_serialize_as_kubernetes_container_statuses(pods: Pods) -> None:
+    p = pods.start([sh("c", "sleep 1; exit 2")], netns=None, policy="OnFailure", pod="raw")
+    s = wait_until("a restart", lambda: status(p).restart_count >= 1 and state_is(p, Running)())
+    raw = s.to_raw()
+    assert set(raw) == {
+        "name",
+        "state",
+        "lastState",
+        "ready",
+        "restartCount",
+        "image",
+        "imageID",
+        "started",
+        "containerID",
+    }
+    assert (raw["name"], raw["restartCount"], raw["ready"], raw["started"]) == ("c", 1, True, True)
+    assert set(raw["state"]) == {"running"} and raw["state"]["running"]["startedAt"].endswith("Z")
+    last = raw["lastState"]["terminated"]
+    assert (last["exitCode"], last["reason"]) == (2, "Error")
+    assert set(last) == {"exitCode", "reason", "startedAt", "finishedAt", "containerID"}
+    assert last["containerID"] != raw["containerID"]

@@ -191,18 +191,19 @@ class PodProcesses:
         with self._lock:
             self._stop.set()  # under the lock: no start happens after this
             procs = [c.proc for c in self._containers.values() if c.proc is not None]
-        for proc in procs:
+        for running in procs:
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+                running.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace_seconds
         for c in self._containers.values():
             if c.thread is not None:
                 c.thread.join(max(0.0, deadline - time.monotonic()))
         for c in self._containers.values():
+            proc = c.proc
             if c.thread is not None and c.thread.is_alive():
-                if c.proc is not None:
+                if proc is not None:
                     with contextlib.suppress(ProcessLookupError):
-                        c.proc.send_signal(signal.SIGKILL)
+                        proc.send_signal(signal.SIGKILL)
                 kill_all_in_cgroup(c.cgroup, remove=False)
         for c in self._containers.values():
             if c.thread is not None:

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 
 def launch(spec: LaunchSpec) -> NoReturn:
-    """Steps 2..n of a start (the log is already stdout/stderr); raises _Failed before the exec."""
+    """Everything after the log redirect, ending in the exec; raises _Failed if the exec is not reached."""
     _join_cgroups(spec.cgroup)
     try:
         enter_private_mount_namespace()
