@@ -424,3 +424,10 @@ def test_every_container_gets_a_spec_or_the_reason_it_cannot_run() -> None:
         "ns1/web: spec.containers[1].env[0].valueFrom.secretKeyRef: secretKeyRef is not supported on the local cluster",
         "img:1",
     )
+
+
+def test_init_containers_get_their_specs_when_asked_for() -> None:
+    p = pod({})
+    p["spec"]["initContainers"] = [{"name": "init", "image": "x", "command": ["true"]}]
+    (init,) = pod_container_specs(p, CTX, "initContainers")
+    assert isinstance(init, ContainerSpec) and (init.name, init.argv) == ("init", ("true",))

@@ -5,6 +5,7 @@ service-account dir, /host, a socket under /run/containerd) must appear only ins
 mount namespace. The directory above it is replaced there by a "writable mimic" (as snapd does): a
 tmpfs holding the same entries, each the original bind-mounted back, plus the missing path. Nothing is
 created on the host except volume sources the pod asked to be created (DirectoryOrCreate, emptyDir).
+Every mount receives what the host mounts later below it (as mountPropagation HostToContainer).
 """
 
 from __future__ import annotations

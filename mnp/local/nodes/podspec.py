@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mnp.api.errors import InvalidInput
 from mnp.local.layout import SERVICE_ACCOUNT_DIR as SERVICE_ACCOUNT_MOUNT
@@ -117,10 +117,12 @@ def expand(text: str, lookup: Callable[[str], str | None]) -> str:
     return "".join(out)
 
 
-def pod_container_specs(pod: Mapping[str, Any], ctx: PodContext) -> list[ContainerSpec | InvalidContainer]:
-    """A spec, or the reason it cannot run, for every container of `pod` in order."""
+def pod_container_specs(
+    pod: Mapping[str, Any], ctx: PodContext, kind: Literal["containers", "initContainers"] = "containers"
+) -> list[ContainerSpec | InvalidContainer]:
+    """A spec, or the reason it cannot run, for every container (or init container) of `pod` in order."""
     result: list[ContainerSpec | InvalidContainer] = []
-    for container in pod.get("spec", {}).get("containers") or []:
+    for container in (pod.get("spec") or {}).get(kind) or []:
         name = str(container.get("name", ""))
         try:
             result.append(container_spec(pod, name, ctx))
