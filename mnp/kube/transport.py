@@ -1,7 +1,10 @@
 """The seam to kr8s: one HTTP request or one streaming GET on a kr8s Api, with failures as mnp errors.
 
-kr8s supplies authentication (kubeconfig, service account, token refresh on 401), TLS and the httpx
-session; URLs, query parameters, headers and streaming stay ours. No retries here (see client).
+kr8s supplies authentication (kubeconfig, service account), TLS and the httpx session; URLs, query
+parameters, headers and streaming stay ours. Only a 401 is sent again, through kr8s's own status
+check, which reloads the credentials (a rotated service-account token); kr8s does the same on 403,
+replacing its session (and so ending every open watch) each time, which is why it is not left to it.
+No other retries here (see client).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -67,22 +71,29 @@ class Transport:
         """One request; the decoded answer (JSON, else text). Raises KubeApiError subclasses."""
         content = None if body is None else json.dumps(body).encode()
         base, url = _split(path)
-        try:
-            async with self.api.call_api(
-                method,
-                version="",
-                base=base,
-                url=url,
-                params=params or {},
-                content=content,
-                headers={"Content-Type": content_type, "Accept": accept},
-                timeout=self.timeout,
-            ) as response:
-                return parse_body(response.content)
-        except kr8s.ServerError as e:
-            raise _status_error(e, obj) from e
-        except _NO_ANSWER as e:
-            raise Unreachable(f"{method} {path}: {type(e).__name__}: {e}", obj) from e
+        for reauthenticate in (False, True):
+            try:
+                async with self.api.call_api(
+                    method,
+                    version="",
+                    base=base,
+                    url=url,
+                    raise_for_status=reauthenticate,
+                    params=params or {},
+                    content=content,
+                    headers={"Content-Type": content_type, "Accept": accept},
+                    timeout=self.timeout,
+                ) as response:
+                    if response.status_code == 401 and not reauthenticate:
+                        continue
+                    if response.is_error:
+                        raise _response_error(response, obj)
+                    return parse_body(response.content)
+            except kr8s.ServerError as e:
+                raise _status_error(e, obj) from e
+            except _NO_ANSWER as e:
+                raise Unreachable(f"{method} {path}: {type(e).__name__}: {e}", obj) from e
+        raise AssertionError("unreachable")
 
     def stream(self, path: str, params: dict[str, str], read_timeout: float, obj: str = "") -> Stream:
         return Stream(self, path, params, read_timeout, obj)
@@ -94,33 +105,47 @@ class Stream:
     def __init__(
         self, transport: Transport, path: str, params: dict[str, str], read_timeout: float, obj: str
     ) -> None:
-        base, url = _split(path)
-        self._cm = transport.api.call_api(
-            "GET",
-            version="",
-            base=base,
-            url=url,
-            params=params,
-            stream=True,
-            headers={"Accept": JSON_TYPE},
-            timeout=httpx.Timeout(transport.timeout, read=read_timeout),
-        )
+        self._api = transport.api
+        self._base, self._url = _split(path)
+        self._params = params
+        self._timeout = httpx.Timeout(transport.timeout, read=read_timeout)
+        self._cm: AbstractAsyncContextManager[httpx.Response] | None = None
         self._what = f"GET {path}"
         self._obj = obj
 
     async def __aenter__(self) -> AsyncIterator[str]:
-        try:
-            response: httpx.Response = await self._cm.__aenter__()
-        except kr8s.ServerError as e:
-            raise _status_error(e, self._obj) from e
-        except _NO_ANSWER as e:
-            raise Unreachable(f"{self._what}: {type(e).__name__}: {e}", self._obj) from e
-        return self._lines(response)
+        for reauthenticate in (False, True):
+            cm = self._api.call_api(
+                "GET",
+                version="",
+                base=self._base,
+                url=self._url,
+                raise_for_status=reauthenticate,
+                stream=True,
+                params=self._params,
+                headers={"Accept": JSON_TYPE},
+                timeout=self._timeout,
+            )
+            try:
+                response: httpx.Response = await cm.__aenter__()
+                if not response.is_error:
+                    self._cm = cm
+                    return self._lines(response)
+                await response.aread()
+                await cm.__aexit__(None, None, None)
+            except kr8s.ServerError as e:
+                raise _status_error(e, self._obj) from e
+            except _NO_ANSWER as e:
+                raise Unreachable(f"{self._what}: {type(e).__name__}: {e}", self._obj) from e
+            if response.status_code != 401 or reauthenticate:
+                raise _response_error(response, self._obj)
+        raise AssertionError("unreachable")
 
     async def __aexit__(self, *exc: Any) -> None:
         # The stream is being abandoned anyway; the caller already has the error it acts on.
-        with contextlib.suppress(*_NO_ANSWER):
-            await self._cm.__aexit__(*exc)
+        if self._cm is not None:
+            with contextlib.suppress(*_NO_ANSWER):
+                await self._cm.__aexit__(*exc)
 
     async def _lines(self, response: httpx.Response) -> AsyncIterator[str]:
         try:
@@ -139,9 +164,12 @@ async def _authenticate(api: kr8s.asyncio.Api, source: str) -> None:
 
 
 def _status_error(e: kr8s.ServerError, obj: str) -> KubeApiError:
-    response = e.response
-    if response is None:
+    if e.response is None:
         return KubeApiError(0, "Unknown", str(e), obj)
+    return _response_error(e.response, obj)
+
+
+def _response_error(response: httpx.Response, obj: str) -> KubeApiError:
     header = response.headers.get("Retry-After")
     retry_after = float(header) if header and header.replace(".", "", 1).isdigit() else None
     return error_from_status(response.status_code, parse_body(response.content), obj, retry_after)

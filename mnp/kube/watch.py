@@ -130,7 +130,6 @@ class Informer:
             except KubeGone as e:
                 need_list, reason = True, f"watch expired: {e.message}"
                 self.relists += 1
-                log.info("relisting", extra={"resource": self._what, "reason": reason})
                 failures += 1
                 if failures == 1:
                     continue  # the first relist after an expiry is immediate

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from mnp.api.errors import ApiError, Conflict, NotFound
 from mnp.kube.client import (
@@ -319,9 +320,24 @@ def test_in_cluster_configuration_reads_the_service_account_directory(
     asyncio.run(main())
 
 
-def _ca_pem(server: LocalServer) -> str:
-    import yaml
+def test_a_rotated_token_is_read_again_after_a_401(server: LocalServer, tmp_path: Path) -> None:
+    good = server.kubeconfig.read_text()
+    token = yaml.safe_load(good)["users"][0]["user"]["token"]
+    rotated = tmp_path / "kubeconfig"
+    rotated.write_text(good.replace(token, "expired-token"))
 
+    async def main() -> None:
+        async with await Client.from_kubeconfig(rotated, retry_for=0.5) as client:
+            with pytest.raises(KubeApiError) as unauthorized:
+                await client.list(NODES)
+            assert unauthorized.value.code == 401
+            rotated.write_text(good)
+            assert (await client.list(NODES)).resource_version
+
+    asyncio.run(main())
+
+
+def _ca_pem(server: LocalServer) -> str:
     cfg = yaml.safe_load(server.kubeconfig.read_text())
     return base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"]).decode()
 
