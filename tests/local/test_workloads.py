@@ -190,6 +190,20 @@ def test_a_pod_that_fits_no_node_is_reported_unschedulable_once_with_an_event() 
     assert schedule([pod], nodes, NOW) == []
 
 
+def test_a_changed_reason_updates_the_condition_without_another_event() -> None:
+    from mnp.local.workloads.scheduler import schedule
+
+    pod = unscheduled("p", nodeSelector={"disk": "ssd"})
+    (patch, _) = schedule([pod], [node("node-1")], NOW)
+    assert isinstance(patch, Patch)
+    pod["status"]["conditions"] = patch.patch["status"]["conditions"]
+    (again,) = schedule([pod], [node("node-1"), node("node-2", ready=False)], NOW)
+    assert (
+        isinstance(again, Patch)
+        and "1 node(s) were not ready" in again.patch["status"]["conditions"][0]["message"]
+    )
+
+
 def test_pods_being_deleted_bound_or_for_another_scheduler_are_left_alone() -> None:
     from mnp.local.workloads.scheduler import schedule
 
@@ -315,6 +329,22 @@ def test_a_template_change_scales_old_replicasets_down_only_once_the_new_pods_ar
     done = reconcile_deployment(deploy, [old_rs, new_rs], old_pods + new_pods, NOW)
     scaled = [a for a in done if isinstance(a, Patch) and a.sub == ""]
     assert [(a.name, a.patch) for a in scaled] == [(old_rs["metadata"]["name"], {"spec": {"replicas": 0}})]
+
+
+def test_a_recreate_deployment_starts_new_pods_only_once_the_old_ones_are_gone() -> None:
+    deploy = workload("Deployment", "web", replicas=2, strategy={"type": "Recreate"})
+    old_rs = replicaset_for(deploy, reconcile_deployment(deploy, [], [], NOW), "rs-old")
+    old_pods = [owned_pod(old_rs, f"o{i}", node_name="n", ready=True) for i in range(2)]
+    deploy["spec"]["template"] = template(image_hint="v2")
+    actions = reconcile_deployment(deploy, [old_rs], old_pods, NOW)
+    new_rs = replicaset_for(deploy, actions, "rs-new")
+    assert new_rs["spec"]["replicas"] == 0
+    scaled = [(a.name, a.patch) for a in actions if isinstance(a, Patch) and a.sub == ""]
+    assert scaled == [(old_rs["metadata"]["name"], {"spec": {"replicas": 0}})]
+    old_rs["spec"]["replicas"] = 0
+    actions = reconcile_deployment(deploy, [old_rs, new_rs], [], NOW)
+    scaled = [(a.name, a.patch) for a in actions if isinstance(a, Patch) and a.sub == ""]
+    assert scaled == [(new_rs["metadata"]["name"], {"spec": {"replicas": 2}})]
 
 
 def test_deployment_status_reports_availability_and_progress() -> None:
@@ -600,6 +630,26 @@ def test_a_daemonset_runs_one_pod_per_matching_node_including_nodes_added_later(
             await c.eventually(
                 lambda: _replaced(c, first["metadata"]["name"], 2), "the deleted pod recreated"
             )
+
+    run(scenario)
+
+
+def test_a_daemonset_pod_on_a_removed_node_is_deleted_and_garbage_collected_without_a_kubelet() -> None:
+    async def scenario() -> None:
+        async with cluster(kubelet=False) as c:
+            await c.add_node("node-1")
+            await c.add_node("node-2")
+            ds = workload("DaemonSet", "agent")
+            del ds["metadata"]["uid"]
+            await c.client.create(kr.DAEMONSETS, ds, "default")
+
+            async def on_nodes(*nodes: str) -> Any:
+                pods = await c.pods()
+                return sorted(p["spec"]["nodeName"] for p in pods) == list(nodes) and pods
+
+            await c.eventually(lambda: on_nodes("node-1", "node-2"), "a pod on each node")
+            await c.client.delete(kr.NODES, "node-2")
+            await c.eventually(lambda: on_nodes("node-1"), "the pod of the removed node to be gone")
 
     run(scenario)
 

@@ -80,17 +80,17 @@ def reconcile_deployment(
     recreate = (ob.spec(deploy).get("strategy") or {}).get("type") == "Recreate"
     old_pods = sum(len(by_rs[ob.uid(rs)]) for rs in old)
     actions: list[Action] = []
-    if ob.spec(deploy).get("paused"):
-        pass
-    elif new_rs is None:
-        replicas = 0 if recreate and old_pods else want
-        revision = max((_revision(rs) for rs in owned), default=0) + 1
-        body = new_replicaset(deploy, pod_hash, replicas, revision)
-        actions.append(Create(kr.REPLICASETS, ob.namespace(deploy), body))
-    else:
-        new_ready = sum(1 for p in by_rs[ob.uid(new_rs)] if ob.pod_ready(p))
-        actions += _scale(new_rs, 0 if recreate and old_pods else want)
-        if recreate or new_ready >= want:
+    if not ob.spec(deploy).get("paused"):
+        new_ready = 0
+        if new_rs is None:
+            replicas = 0 if recreate and old_pods else want
+            revision = max((_revision(rs) for rs in owned), default=0) + 1
+            body = new_replicaset(deploy, pod_hash, replicas, revision)
+            actions.append(Create(kr.REPLICASETS, ob.namespace(deploy), body))
+        else:
+            new_ready = sum(1 for p in by_rs[ob.uid(new_rs)] if ob.pod_ready(p))
+            actions += _scale(new_rs, 0 if recreate and old_pods else want)
+        if recreate or (new_rs is not None and new_ready >= want):
             for rs in old:
                 actions += _scale(rs, 0)
     new_pods = by_rs[ob.uid(new_rs)] if new_rs is not None else []

@@ -112,7 +112,11 @@ class Controllers:
 
     def _on_owner(self, kind: str) -> Callable[[WatchEvent], Any]:
         async def handler(event: WatchEvent) -> None:
-            self.owners[uid(event.obj)] = (kind, namespace(event.obj), name(event.obj))
+            if event.type == "DELETED":
+                self.owners.pop(uid(event.obj), None)
+                self.expectations.pop(uid(event.obj), None)
+            else:
+                self.owners[uid(event.obj)] = (kind, namespace(event.obj), name(event.obj))
             self.enqueue((kind, namespace(event.obj), name(event.obj)))
 
         return handler
