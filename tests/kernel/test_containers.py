@@ -488,3 +488,19 @@ def test_statuses_serialize_as_kubernetes_container_statuses(pods: Pods) -> None
     assert (last["exitCode"], last["reason"]) == (2, "Error")
     assert set(last) == {"exitCode", "reason", "startedAt", "finishedAt", "containerID"}
     assert last["containerID"] != raw["containerID"]
+
+
+def test_stop_leaves_a_shared_pod_cgroup_that_another_runtime_still_uses(pods: Pods) -> None:
+    p = pods.start([sh("c", "sleep 30")], netns=None)
+    pid_of(pods.cgroup() + "/c")
+    sandbox = [h / pods.cgroup() / "sandbox" for h in cgroup_hierarchies()]
+    for d in sandbox:
+        d.mkdir()
+    try:
+        p.stop(0.5)
+        assert all(d.is_dir() for d in sandbox)
+        assert not any((h / pods.cgroup() / "c").exists() for h in cgroup_hierarchies())
+    finally:
+        for d in sandbox:
+            d.rmdir()
+    kill_all_in_cgroup(pods.prefix)  # the parents the pod made, now empty

@@ -210,7 +210,12 @@ class PodProcesses:
                 c.thread.join(_KILL_TIMEOUT)
                 if c.thread.is_alive():
                     raise ContainerError(f"{self.pod_key}/{c.spec.name}: container thread does not end")
-        _remove_dirs(self._created_cgroups)
+        leaves = {h / c.cgroup for c in self._containers.values() for h in cgroup_hierarchies()}
+        # A parent this pod made may since hold others' groups (the sandbox's): it stays, then.
+        _remove_dirs([d for d in self._created_cgroups if d in leaves])
+        for parent in sorted(set(self._created_cgroups) - leaves, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                parent.rmdir()
         self._created_cgroups = []
 
     # --- the supervisor thread of one container ---
