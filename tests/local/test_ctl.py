@@ -586,6 +586,22 @@ def test_verbs_on_a_dir_without_a_cluster_say_how_to_start_one(
         shutil.rmtree(empty.root)
 
 
+def test_a_verb_against_a_stopped_api_server_says_to_check_the_cluster(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    layout = Layout.at(tempfile.mkdtemp(prefix="mnpctl", dir="/tmp"))
+    try:
+        layout.api_dir.mkdir()
+        start(layout.api_dir, "127.0.0.1:0").stop()
+        code, _, err = mnp(layout, capsys, "get", "pods")
+        assert code == 1
+        assert (
+            err.startswith("error: ") and f"is the cluster up? `mnp local status --dir {layout.root}`" in err
+        )
+    finally:
+        shutil.rmtree(layout.root)
+
+
 def test_an_unreadable_manifest_fails_before_anything_is_applied(
     cluster: Layout, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

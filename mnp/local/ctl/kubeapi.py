@@ -8,19 +8,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
-import kr8s
-
-from mnp.api.errors import ApiError
+from mnp.api.errors import ApiError, NotFound
 from mnp.kube.client import Client, PatchType
-from mnp.kube.errors import KubeApiError, NoMatch, Unreachable, error_from_status, parse_body
+from mnp.kube.errors import KubeApiError, NoMatch, Unreachable
 from mnp.kube.resources import Resource
 from mnp.local.ctl.api import FIELD_MANAGER
 from mnp.local.ctl.kinds import Kind, UnknownKind
 
 TABLE_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io"
-# A CLI should say quickly that the cluster is down rather than retry for long.
-RETRY_FOR_S = 5.0
+# A CLI should say soon that the cluster is down; the local API server restarts within a second or two.
+RETRY_FOR_S = 2.0
 
 
 def _kind(r: Resource) -> Kind:
@@ -31,9 +28,9 @@ def _resource(k: Kind) -> Resource:
     return Resource(k.group, k.version, k.plural, k.namespaced, k.kind)
 
 
-def _message(e: KubeApiError) -> ApiError:
-    """The server's message without the object (the verbs name it themselves)."""
-    return ApiError(f"{e.message} ({e.code} {e.reason})" if e.code else e.message)
+def _refused(e: KubeApiError) -> ApiError:
+    """A refusal as the server's message alone (the verbs name the object); no answer stays Unreachable."""
+    return e if isinstance(e, Unreachable) else ApiError(f"{e.message} ({e.code} {e.reason})")
 
 
 class KubeClusterApi:
@@ -78,7 +75,7 @@ class KubeClusterApi:
                 force=True,
             )
         except KubeApiError as e:
-            raise _message(e) from None
+            raise _refused(e) from None
 
     async def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
         return await self._client.get(_resource(kind), name, namespace or None)
@@ -90,37 +87,17 @@ class KubeClusterApi:
         try:
             await self._client.delete(_resource(kind), name, namespace or None)
         except KubeApiError as e:
-            if e.code == 404:
+            if isinstance(e, NotFound):
                 raise
-            raise _message(e) from None
+            raise _refused(e) from None
 
     async def table(self, kind: Kind, namespace: str | None, name: str | None) -> dict[str, Any]:
         r = _resource(kind)
         path = r.path(namespace if kind.namespaced else None, name)
-        answer = await _get_table(self._client, path)
+        answer = await self._client.request("GET", path, accept=TABLE_ACCEPT, obj=r.describe(namespace, name))
         if not isinstance(answer, dict) or answer.get("kind") != "Table":
             raise ApiError(f"GET {path}: expected a Table, got {str(answer)[:200]}")
         return answer
-
-
-async def _get_table(client: Client, path: str) -> Any:
-    """GET `path` asking for a Table.
-
-    Stopgap: `Client.request` always sends `Accept: application/json`; until it takes an `accept`
-    argument this one request goes through the client's kr8s session with mnp.kube's error mapping.
-    """
-    head, _, rest = path.lstrip("/").partition("/")
-    try:
-        async with client._api.call_api(
-            "GET", version="", base=f"/{head}", url=rest, headers={"Accept": TABLE_ACCEPT}
-        ) as response:
-            return parse_body(response.content)
-    except kr8s.ServerError as e:
-        code = e.response.status_code if e.response is not None else 0
-        body = parse_body(e.response.content) if e.response is not None else str(e)
-        raise error_from_status(code, body, path) from None
-    except (httpx.TransportError, kr8s.APITimeoutError, OSError) as e:
-        raise Unreachable(f"GET {path}: {type(e).__name__}: {e}") from None
 
 
 __all__ = ["KubeClusterApi"]
