@@ -337,6 +337,21 @@ def test_a_rotated_token_is_read_again_after_a_401(server: LocalServer, tmp_path
     asyncio.run(main())
 
 
+def test_from_environment_uses_the_given_kubeconfig_else_kubeconfig_from_the_environment(
+    server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(server.kubeconfig))
+
+    async def main() -> None:
+        for client in (await Client.from_environment(server.kubeconfig), await Client.from_environment()):
+            async with client:
+                assert client.server == server.running.url  # type: ignore[union-attr]
+                assert (await client.list(NODES)).resource_version
+
+    asyncio.run(main())
+
+
 def _ca_pem(server: LocalServer) -> str:
     cfg = yaml.safe_load(server.kubeconfig.read_text())
     return base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"]).decode()
