@@ -41,6 +41,15 @@ def test_requests_without_or_with_a_wrong_token_are_401_status(h: Http) -> None:
     assert status == 200 and body["major"] == "1"
 
 
+def test_the_bearer_scheme_is_case_insensitive_as_the_kubernetes_in_cluster_client_sends_it(h: Http) -> None:
+    _, admin, _ = h.server.credentials()
+    for scheme in ("bearer", "BEARER"):
+        status, _, _ = Http(h.server, "").call("GET", "/api/v1/namespaces", headers={"Authorization": f"{scheme} {admin}"})
+        assert status == 200, scheme
+    status, _, _ = Http(h.server, "").call("GET", "/api/v1/namespaces", headers={"Authorization": f"Basic {admin}"})
+    assert status == 401
+
+
 def test_legacy_discovery_lists_crd_resources_with_short_names_categories_and_status(h: Http) -> None:
     groups = {g["name"]: g for g in h.get("/apis")["groups"]}
     assert groups["example.com"]["preferredVersion"]["version"] == "v1"

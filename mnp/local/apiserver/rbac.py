@@ -79,9 +79,12 @@ def mint_token(
 
 def authenticate(header: str | None, admin_token: str, key: bytes, storage: Storage) -> User | None:
     """The user a request's Authorization header names; None for no or a bad credential."""
-    if not header or not header.startswith("Bearer "):
+    # The scheme is case-insensitive, as in the real authenticator: the `kubernetes` client's
+    # in-cluster config sends "bearer <token>".
+    scheme, _, token = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
         return None
-    token = header[len("Bearer ") :].strip()
+    token = token.strip()
     if hmac.compare_digest(token, admin_token):
         return User("kubernetes-admin", ADMIN_GROUPS)
     parts = token.split(".")
