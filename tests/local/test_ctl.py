@@ -25,6 +25,7 @@ from mnp.kube.resources import PODS, Resource
 from mnp.local.apiserver.server import start
 from mnp.local.ctl import pods
 from mnp.local.ctl.converge import decide, pod_state
+from mnp.local.ctl.delete import delete_manifests
 from mnp.local.ctl.kubeapi import KubeClusterApi
 from mnp.local.ctl.manifests import apply_order, delete_order, load_manifests, with_namespace
 from mnp.local.ctl.status import Component, Facts, report
@@ -502,29 +503,42 @@ def hold(name: str) -> dict[str, Any]:
     return cm
 
 
-def test_delete_waits_until_the_object_is_really_gone(
+async def marked_for_deletion(client: Client, resource: Resource, name: str) -> None:
+    while not (await client.get(resource, name, "default"))["metadata"].get("deletionTimestamp"):
+        await asyncio.sleep(0.05)
+
+
+def test_delete_waits_until_each_object_is_really_gone(
     cluster: Layout, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    f = applied(cluster, tmp_path, [hold("held"), doc("ConfigMap", "plain")])
+    f = applied(cluster, tmp_path, [hold("held"), doc("ConfigMap", "plain"), pod_doc("web")])
+    set_pod_status(cluster, "web", running_status("main"))
 
-    async def scenario(client: Client) -> int:
-        api = KubeClusterApi(client)
-        from mnp.local.ctl.delete import delete_manifests
-
+    async def scenario(client: Client) -> tuple[int, str]:
         out, err = io.StringIO(), io.StringIO()
-        deleting = asyncio.create_task(delete_manifests(api, load_manifests([f]), out, err, timeout=30))
-        # Play the finalizer's owner: release the object only once it is marked for deletion.
-        while not (await client.get(CONFIGMAPS, "held", "default"))["metadata"].get("deletionTimestamp"):
-            await asyncio.sleep(0.05)
+        deleting = asyncio.create_task(
+            delete_manifests(KubeClusterApi(client), load_manifests([f]), out, err, 30)
+        )
+        # Play the kubelet (a bound pod stays Terminating until its node is done with it) and the
+        # finalizer's owner, each acting only once its object is marked for deletion.
+        await marked_for_deletion(client, PODS, "web")
+        await marked_for_deletion(client, CONFIGMAPS, "held")
+        assert not deleting.done()
+        await client.delete(PODS, "web", "default", grace_period_seconds=0)
+        await asyncio.sleep(0.3)
         assert not deleting.done()
         await client.patch(CONFIGMAPS, "held", {"metadata": {"finalizers": None}}, "default")
-        code = await deleting
-        assert out.getvalue() == "configmap/plain deleted\nconfigmap/held deleted\n"
-        return code
+        return await deleting, out.getvalue()
 
-    assert with_client(cluster, scenario) == 0
+    assert with_client(cluster, scenario) == (
+        0,
+        "pod/web deleted\nconfigmap/plain deleted\nconfigmap/held deleted\n",
+    )
     code, out, _ = mnp(cluster, capsys, "delete", "-f", f)
-    assert (code, out) == (0, "configmap/plain already gone\nconfigmap/held already gone\n")
+    assert (code, out) == (
+        0,
+        "pod/web already gone\nconfigmap/plain already gone\nconfigmap/held already gone\n",
+    )
 
 
 def test_delete_times_out_naming_what_is_still_there(
