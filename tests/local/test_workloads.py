@@ -22,7 +22,7 @@ from mnp.kube.errors import KubeNotFound
 from mnp.local.apiserver import server as apiserver
 from mnp.local.workloads.daemonsets import reconcile_daemonset
 from mnp.local.workloads.deployments import reconcile_deployment
-from mnp.local.workloads.objects import Bind, Create, Delete, Patch, template_hash
+from mnp.local.workloads.objects import Bind, Create, Delete, Patch, Record, template_hash
 from mnp.local.workloads.podgc import collect_orphans
 from mnp.local.workloads.replicasets import reconcile_replicaset
 from mnp.local.workloads.runner import Controllers
@@ -184,8 +184,7 @@ def test_a_pod_that_fits_no_node_is_reported_unschedulable_once_with_an_event() 
         "Unschedulable",
         message,
     )
-    assert isinstance(event, Create) and event.body["reason"] == "FailedScheduling"
-    assert event.body["involvedObject"]["name"] == "p" and event.body["type"] == "Warning"
+    assert event == Record("default-scheduler", pod, "Warning", "FailedScheduling", message)
     pod["status"]["conditions"] = [cond]
     assert schedule([pod], nodes, NOW) == []
 
@@ -365,12 +364,23 @@ def test_deployment_status_reports_availability_and_progress() -> None:
     }
 
 
-def test_scaling_a_deployment_scales_its_current_replicaset() -> None:
+def test_scaling_a_deployment_scales_its_current_replicaset_and_says_so_in_an_event() -> None:
     deploy = workload("Deployment", "web", replicas=3)
     rs = replicaset_for(deploy, reconcile_deployment(deploy, [], [], NOW), "rs-1")
     deploy["spec"]["replicas"] = 1
-    scaled = [a for a in reconcile_deployment(deploy, [rs], [], NOW) if isinstance(a, Patch) and a.sub == ""]
+    actions = reconcile_deployment(deploy, [rs], [], NOW)
+    scaled = [a for a in actions if isinstance(a, Patch) and a.sub == ""]
     assert [a.patch for a in scaled] == [{"spec": {"replicas": 1}}]
+    rs_name = rs["metadata"]["name"]
+    assert [a for a in actions if isinstance(a, Record)] == [
+        Record(
+            "deployment-controller",
+            deploy,
+            "Normal",
+            "ScalingReplicaSet",
+            f"Scaled down replica set {rs_name} from 3 to 1",
+        )
+    ]
 
 
 # ---- DaemonSet -----------------------------------------------------------------------------------
@@ -553,6 +563,15 @@ def test_a_deployment_gets_its_pods_scales_down_and_replaces_a_deleted_pod() -> 
 
             await c.client.patch(kr.DEPLOYMENTS, "web", {"spec": {"replicas": 1}}, "default")
             await c.eventually(lambda: available(1), "a scale down to 1")
+            reasons = {
+                (e["involvedObject"]["kind"], e["reason"])
+                for e in (await c.client.list(kr.EVENTS, "default")).items
+            }
+            assert {
+                ("Deployment", "ScalingReplicaSet"),
+                ("ReplicaSet", "SuccessfulCreate"),
+                ("ReplicaSet", "SuccessfulDelete"),
+            } <= reasons
 
     run(scenario)
 

@@ -2,7 +2,8 @@
 
 Pods are created with spec.nodeName already set (the controller places them itself, as DaemonSets did
 before they went through the scheduler), so they need no scheduler. A pod on a node that is gone or no
-longer matches is deleted, as is a failed one (and then replaced). A template change rolls one node at a
+longer matches is deleted, as is a failed one; its replacement waits until the old pod is gone (a
+hostNetwork agent would otherwise find its ports taken). A template change rolls one node at a
 time (RollingUpdate, maxUnavailable 1) once every other node's pod is Ready; OnDelete waits for users.
 """
 

@@ -13,11 +13,12 @@ from collections.abc import Iterable
 
 from mnp.kube import resources as kr
 from mnp.local.workloads import objects as ob
-from mnp.local.workloads.objects import Action, Create, Patch, Raw
+from mnp.local.workloads.objects import Action, Create, Patch, Raw, Record
 from mnp.local.workloads.replicasets import desired_replicas
 
 HASH_LABEL = "pod-template-hash"
 REVISION = "deployment.kubernetes.io/revision"
+CONTROLLER = "deployment-controller"
 
 
 def _revision(rs: Raw) -> int:
@@ -48,8 +49,9 @@ def new_replicaset(deploy: Raw, pod_hash: str, replicas: int, revision: int) -> 
     }
 
 
-def _scale(rs: Raw, replicas: int) -> list[Action]:
-    if desired_replicas(rs) == replicas:
+def _scale(deploy: Raw, rs: Raw, replicas: int) -> list[Action]:
+    current = desired_replicas(rs)
+    if current == replicas:
         return []
     return [
         Patch(
@@ -58,8 +60,15 @@ def _scale(rs: Raw, replicas: int) -> list[Action]:
             ob.name(rs),
             {"spec": {"replicas": replicas}},
             ob.resource_version(rs),
-        )
+        ),
+        _scaled(deploy, ob.name(rs), current, replicas),
     ]
+
+
+def _scaled(deploy: Raw, rs_name: str, before: int, after: int) -> Record:
+    way = "up" if after > before else "down"
+    message = f"Scaled {way} replica set {rs_name} from {before} to {after}"
+    return Record(CONTROLLER, deploy, "Normal", "ScalingReplicaSet", message)
 
 
 def reconcile_deployment(
@@ -87,12 +96,14 @@ def reconcile_deployment(
             revision = max((_revision(rs) for rs in owned), default=0) + 1
             body = new_replicaset(deploy, pod_hash, replicas, revision)
             actions.append(Create(kr.REPLICASETS, ob.namespace(deploy), body))
+            if replicas:
+                actions.append(_scaled(deploy, ob.name(body), 0, replicas))
         else:
             new_ready = sum(1 for p in by_rs[ob.uid(new_rs)] if ob.pod_ready(p))
-            actions += _scale(new_rs, 0 if recreate and old_pods else want)
+            actions += _scale(deploy, new_rs, 0 if recreate and old_pods else want)
         if recreate or (new_rs is not None and new_ready >= want):
             for rs in old:
-                actions += _scale(rs, 0)
+                actions += _scale(deploy, rs, 0)
     new_pods = by_rs[ob.uid(new_rs)] if new_rs is not None else []
     all_pods = [p for group in by_rs.values() for p in group]
     ready = sum(1 for p in all_pods if ob.pod_ready(p))

@@ -56,7 +56,18 @@ class Bind:
     node: str
 
 
-Action = Create | Delete | Patch | Bind
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An Event about `about` from `component` (as the real controller of that name writes it)."""
+
+    component: str
+    about: Raw = field(compare=False)
+    type: str
+    reason: str
+    message: str
+
+
+Action = Create | Delete | Patch | Bind | Record
 
 
 def meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:

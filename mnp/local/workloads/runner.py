@@ -21,6 +21,7 @@ from typing import Any
 from mnp.kube import resources as kr
 from mnp.kube.client import Client
 from mnp.kube.errors import AlreadyExists, KubeApiError, KubeConflict, KubeNotFound
+from mnp.kube.events import EventRecorder
 from mnp.kube.watch import Informer, WatchEvent
 from mnp.local.workloads.daemonsets import reconcile_daemonset
 from mnp.local.workloads.deployments import reconcile_deployment
@@ -31,6 +32,7 @@ from mnp.local.workloads.objects import (
     Delete,
     Patch,
     Raw,
+    Record,
     controller_uid,
     name,
     namespace,
@@ -83,6 +85,7 @@ class Controllers:
         self.expectations: dict[str, Expectation] = {}
         self.assumed: dict[str, str] = {}  # pod uid → node it was bound to, until the cache shows it
         self.owners: dict[str, Key] = {}  # controller uid → its key (to route pod events)
+        self.recorders: dict[str, EventRecorder] = {}
         self.pods.add_handler(self._on_pod)
         self.nodes.add_handler(self._on_node)
         self.replicasets.add_handler(self._on_replicaset)
@@ -241,8 +244,8 @@ class Controllers:
     async def _perform(self, action: Action) -> None:
         if isinstance(action, Create):
             made = await self.client.create(action.resource, action.body, action.namespace)
-            level = logging.DEBUG if action.resource == kr.EVENTS else logging.INFO
-            log.log(level, "created", extra={"object": _ref(made), "kind": action.resource.kind})
+            log.info("created", extra={"object": _ref(made), "kind": action.resource.kind})
+            await self._owner_event(action.owner, "SuccessfulCreate", f"Created pod: {name(made)}")
         elif isinstance(action, Delete):
             await self.client.delete(
                 action.resource,
@@ -254,6 +257,11 @@ class Controllers:
             log.info(
                 "deleted", extra={"object": f"{action.namespace}/{action.name}", "kind": action.resource.kind}
             )
+            await self._owner_event(action.owner, "SuccessfulDelete", f"Deleted pod: {action.name}")
+        elif isinstance(action, Record):
+            await self._recorder(action.component).record(
+                action.about, action.type, action.reason, action.message
+            )
         elif isinstance(action, Patch):
             body = {**action.patch, "metadata": {"resourceVersion": action.resource_version}}
             await self.client.patch(
@@ -262,6 +270,21 @@ class Controllers:
             log.debug("patched", extra={"object": f"{action.namespace}/{action.name}", "sub": action.sub})
         else:
             await self._bind(action)
+
+    def _recorder(self, component: str) -> EventRecorder:
+        if component not in self.recorders:
+            self.recorders[component] = EventRecorder(self.client, component)
+        return self.recorders[component]
+
+    async def _owner_event(self, owner_uid: str, reason: str, message: str) -> None:
+        """The Event a ReplicaSet or DaemonSet controller writes on its object for each pod it makes."""
+        key = self.owners.get(owner_uid)
+        if key is None or key[0] not in ("ReplicaSet", "DaemonSet"):
+            return
+        informer = self.replicasets if key[0] == "ReplicaSet" else self.daemonsets
+        owner = informer.get(key[1], key[2])
+        if owner is not None:
+            await self._recorder(f"{key[0].lower()}-controller").record(owner, "Normal", reason, message)
 
     async def _bind(self, action: Bind) -> None:
         binding = {

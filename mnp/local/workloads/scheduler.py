@@ -15,7 +15,7 @@ from typing import Any
 
 from mnp.kube import resources as kr
 from mnp.local.workloads import objects as ob
-from mnp.local.workloads.objects import Action, Bind, Create, Patch, Raw
+from mnp.local.workloads.objects import Action, Bind, Patch, Raw, Record
 
 SCHEDULER_NAME = "default-scheduler"
 
@@ -142,29 +142,5 @@ def _unschedulable(pod: Raw, message: str, now: str) -> list[Action]:
         )
     ]
     if current.get("status") != "False":  # one Event per time the pod becomes unschedulable
-        actions.append(Create(kr.EVENTS, ob.namespace(pod), scheduling_event(pod, message, now)))
+        actions.append(Record(SCHEDULER_NAME, pod, "Warning", "FailedScheduling", message))
     return actions
-
-
-def scheduling_event(pod: Raw, message: str, now: str) -> Raw:
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{ob.name(pod)}.", "namespace": ob.namespace(pod)},
-        "involvedObject": {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "namespace": ob.namespace(pod),
-            "name": ob.name(pod),
-            "uid": ob.uid(pod),
-            "resourceVersion": ob.resource_version(pod),
-        },
-        "reason": "FailedScheduling",
-        "message": message,
-        "type": "Warning",
-        "source": {"component": SCHEDULER_NAME},
-        "reportingComponent": SCHEDULER_NAME,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }
