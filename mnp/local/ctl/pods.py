@@ -107,7 +107,9 @@ def run_command(argv: Sequence[str]) -> int:
     if shutil.which(argv[0]) is None and not Path(argv[0]).exists():
         print(f"error: {argv[0]}: command not found", file=sys.stderr)
         return 127
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the child's to handle
+    # Ctrl-C reaches the child (same process group) and is its to handle. A handler, not SIG_IGN: an
+    # ignored signal would stay ignored in the child across exec.
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
     try:
         code = subprocess.call(list(argv))
     finally:
