@@ -541,6 +541,19 @@ def test_delete_waits_until_each_object_is_really_gone(
     )
 
 
+def test_deleting_a_namespace_waits_until_it_and_its_objects_are_gone(
+    cluster: Layout, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    namespace = yaml.safe_dump(doc("Namespace", "team"))
+    monkeypatch.setattr("sys.stdin", io.StringIO(namespace))
+    assert mnp(cluster, capsys, "apply", "-f", "-")[1] == "namespace/team serverside-applied\n"
+    applied(cluster, tmp_path, [doc("ConfigMap", "c", "team")])
+    monkeypatch.setattr("sys.stdin", io.StringIO(namespace))
+    assert mnp(cluster, capsys, "delete", "-f", "-")[:2] == (0, "namespace/team deleted\n")
+    assert mnp(cluster, capsys, "get", "namespace", "team", "-o", "name")[0] == 1
+    assert mnp(cluster, capsys, "get", "cm", "-n", "team", "-o", "name")[1] == ""
+
+
 def test_delete_times_out_naming_what_is_still_there(
     cluster: Layout, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
