@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from mnp.local.kubelet.kubelet import Kubelet, ca_from_kubeconfig
 from mnp.local.kubelet.podrun import NodeEnv
 from mnp.local.layout import Layout, LayoutError
 from mnp.local.nodes.containerd_config import load_settings
+from mnp.obs.log import setup as log_setup
 
 
 async def run_node(layout: Layout, node: str) -> None:
@@ -44,9 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dir", required=True)
     parser.add_argument("--node", required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s {args.node} %(levelname)s %(name)s: %(message)s"
-    )
+    log_setup("INFO", component=args.node)
     try:
         asyncio.run(run_node(Layout.at(args.dir), args.node))
     except LayoutError as e:

@@ -17,6 +17,7 @@ import datetime
 import json
 import logging
 import platform
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -384,11 +385,14 @@ class PodWorker:
         self.waiting_for_networks = False
         self.started_at = self.started_at or now()
         hostnet = bool((pod.get("spec") or {}).get("hostNetwork"))
+        t0 = time.monotonic()
         try:
             if not hostnet and not self.record.sandbox_id:
                 await asyncio.to_thread(podrun.run_sandbox, self.env, pod, self.record)
+            t1 = time.monotonic()
             if steps and not self.record.attached:
                 await asyncio.to_thread(podrun.attach, self.env, self.record, steps)
+            t2 = time.monotonic()
         except PodSetupError as e:
             await self._problem(pod, e.reason, e.message, warn=True)
             raise
@@ -429,8 +433,19 @@ class PodWorker:
             restart_policy=_restart_policy(pod),
             on_change=self._kick_from_thread,
         )
+        t3 = time.monotonic()
         await asyncio.to_thread(self.processes.start)
         self.problem = None
+        log.info(
+            "pod started",
+            extra={
+                "pod": f"{self.namespace}/{self.name}",
+                "sandbox_ms": round((t1 - t0) * 1000),
+                "networks_ms": round((t2 - t1) * 1000),
+                "api_ms": round((t3 - t2) * 1000),
+                "processes_ms": round((time.monotonic() - t3) * 1000),
+            },
+        )
 
     async def _problem(self, pod: dict[str, Any], reason: str, message: str, *, warn: bool = True) -> None:
         self.problem = (reason, message)
