@@ -245,7 +245,7 @@ POD_CASES = [
 
 
 @pytest.mark.parametrize(("pod", "why", "users"), [c[1:] for c in POD_CASES], ids=[c[0] for c in POD_CASES])
-def test_pod_convergence(pod: dict[str, Any], why: str | None, users: bool) -> None:
+def test_a_pod_is_converged_waited_for_or_left_to_the_user(pod: dict[str, Any], why: str | None, users: bool) -> None:
     assert pod_state(pod) == (why, users)
 
 
