@@ -489,13 +489,23 @@ class Cluster:
 
 
 @contextlib.asynccontextmanager
-async def cluster(*, kubelet: bool = True) -> AsyncIterator[Cluster]:
+async def cluster(*, kubelet: bool = True, lag: float = 0.0) -> AsyncIterator[Cluster]:
+    """`lag` delays every pod event the controllers' informer applies, as a slow watch would."""
     with tempfile.TemporaryDirectory(prefix="mnp-workloads-") as tmp:
         running = apiserver.start(Path(tmp), "127.0.0.1:0")
         try:
             async with await Client.from_kubeconfig(Path(tmp) / "kubeconfig") as client:
                 c = Cluster(client)
-                tasks = [asyncio.create_task(Controllers(client).run())]
+                controllers = Controllers(client)
+                if lag:
+                    apply = controllers.pods._apply
+
+                    async def lagging(kind: str, obj: dict[str, Any]) -> None:
+                        await asyncio.sleep(lag)
+                        await apply(kind, obj)
+
+                    controllers.pods._apply = lagging  # type: ignore[method-assign]
+                tasks = [asyncio.create_task(controllers.run())]
                 if kubelet:
                     tasks.append(asyncio.create_task(c.kubelet()))
                 try:
@@ -579,6 +589,24 @@ def test_a_deployment_gets_its_pods_scales_down_and_replaces_a_deleted_pod() -> 
 async def _replaced(c: Cluster, victim: str, count: int) -> bool:
     names = [p["metadata"]["name"] for p in active(await c.pods())]
     return victim not in names and len(names) == count
+
+
+def test_pods_the_informer_has_not_shown_yet_are_not_created_twice() -> None:
+    async def scenario() -> None:
+        async with cluster(lag=0.1) as c:
+            await c.add_node("node-1")
+            await c.client.create(kr.DEPLOYMENTS, deployment("web", 5), "default")
+
+            async def ready() -> Any:
+                d = await c.client.get(kr.DEPLOYMENTS, "web", "default")
+                return (d.get("status") or {}).get("readyReplicas") == 5
+
+            await c.eventually(ready, "5 ready replicas")
+            assert len(await c.pods()) == 5
+            reasons = [e["reason"] for e in (await c.client.list(kr.EVENTS, "default")).items]
+            assert "SuccessfulDelete" not in reasons, "a surplus pod was created and then deleted"
+
+    run(scenario)
 
 
 def test_a_template_change_rolls_the_deployment_onto_a_new_replicaset() -> None:
