@@ -346,6 +346,21 @@ def test_a_recreate_deployment_starts_new_pods_only_once_the_old_ones_are_gone()
     assert scaled == [(new_rs["metadata"]["name"], {"spec": {"replicas": 2}})]
 
 
+def test_scaled_down_replicasets_beyond_the_revision_history_limit_are_deleted_oldest_first() -> None:
+    deploy = workload("Deployment", "web", replicas=1, revisionHistoryLimit=1)
+    history = []
+    for revision in (1, 2, 3):
+        deploy["spec"]["template"] = template(image_hint=f"v{revision}")
+        rs = replicaset_for(deploy, reconcile_deployment(deploy, history, [], NOW), f"rs-{revision}")
+        history.append(rs)
+    for rs in history[:2]:
+        rs["spec"]["replicas"] = 0
+    actions = reconcile_deployment(deploy, history, [], NOW)
+    assert [(a.resource, a.name) for a in actions if isinstance(a, Delete)] == [
+        (kr.REPLICASETS, history[0]["metadata"]["name"])
+    ]
+
+
 def test_deployment_status_reports_availability_and_progress() -> None:
     deploy = workload("Deployment", "web", replicas=2)
     rs = replicaset_for(deploy, reconcile_deployment(deploy, [], [], NOW), "rs-1")
@@ -421,12 +436,27 @@ def test_a_daemonset_deletes_pods_on_gone_or_unmatched_nodes_and_duplicates() ->
     assert (st["numberReady"], st["updatedNumberScheduled"]) == (1, 1)
 
 
-def test_a_daemonset_template_change_replaces_one_pod_at_a_time_while_the_rest_are_ready() -> None:
+def test_a_daemonset_template_change_replaces_one_ready_pod_at_a_time_by_default() -> None:
     ds = workload("DaemonSet", "agent")
     nodes = [node("node-1"), node("node-2")]
     pods = [owned_pod(ds, f"p{i}", node_name=f"node-{i}", ready=True) for i in (1, 2)]
     assert deletes(reconcile_daemonset(ds, nodes, pods)) == ["p1"]
     pods[1]["status"]["conditions"] = []
+    assert deletes(reconcile_daemonset(ds, nodes, pods)) == ["p2"]
+
+
+def test_a_daemonset_rolls_within_max_unavailable_and_replaces_unready_outdated_pods_at_once() -> None:
+    ds = workload(
+        "DaemonSet",
+        "agent",
+        updateStrategy={"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "50%"}},
+    )
+    nodes = [node(f"node-{i}") for i in range(1, 5)]
+    pods = [owned_pod(ds, f"p{i}", node_name=f"node-{i}", ready=True) for i in range(1, 5)]
+    assert deletes(reconcile_daemonset(ds, nodes, pods)) == ["p1", "p2"]
+    pods[3]["status"]["conditions"] = []
+    assert deletes(reconcile_daemonset(ds, nodes, pods)) == ["p4", "p1"]
+    ds["spec"]["updateStrategy"] = {"type": "OnDelete"}
     assert deletes(reconcile_daemonset(ds, nodes, pods)) == []
 
 

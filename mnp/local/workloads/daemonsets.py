@@ -3,13 +3,15 @@
 Pods are created with spec.nodeName already set (the controller places them itself, as DaemonSets did
 before they went through the scheduler), so they need no scheduler. A pod on a node that is gone or no
 longer matches is deleted, as is a failed one; its replacement waits until the old pod is gone (a
-hostNetwork agent would otherwise find its ports taken). A template change rolls one node at a
-time (RollingUpdate, maxUnavailable 1) once every other node's pod is Ready; OnDelete waits for users.
+hostNetwork agent would otherwise find its ports taken). A template change (RollingUpdate) replaces outdated
+pods that are not Ready at once and Ready ones within maxUnavailable (default 1); OnDelete waits for users.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from mnp.kube import resources as kr
 from mnp.local.workloads import objects as ob
@@ -71,9 +73,16 @@ def reconcile_daemonset(ds: Raw, nodes: Iterable[Raw], pods: Iterable[Raw]) -> l
             updated += 1
         else:
             outdated.append(keep)
-    strategy = (ob.spec(ds).get("updateStrategy") or {}).get("type", "RollingUpdate")
-    if outdated and strategy != "OnDelete" and ready == len(desired) and not ob.terminating(ds):
-        actions.append(_delete(ds, outdated[0]))
+    strategy = ob.spec(ds).get("updateStrategy") or {}
+    if strategy.get("type", "RollingUpdate") != "OnDelete" and not ob.terminating(ds):
+        # Outdated pods that are not ready go at once; ready ones only within the unavailability budget.
+        budget = max_unavailable(strategy, len(desired)) - (len(desired) - ready)
+        for pod in sorted(outdated, key=lambda p: (ob.pod_ready(p), ob.name(p))):
+            if ob.pod_ready(pod):
+                if budget <= 0:
+                    break
+                budget -= 1
+            actions.append(_delete(ds, pod))
     actions += ob.status_patch(
         kr.DAEMONSETS,
         ds,
@@ -89,6 +98,20 @@ def reconcile_daemonset(ds: Raw, nodes: Iterable[Raw], pods: Iterable[Raw]) -> l
         },
     )
     return actions
+
+
+def max_unavailable(strategy: Mapping[str, Any], desired: int) -> int:
+    """rollingUpdate.maxUnavailable as a count: an integer, or a percentage of desired rounded up; ≥ 1."""
+    value = (strategy.get("rollingUpdate") or {}).get("maxUnavailable", 1)
+    if isinstance(value, str) and value.endswith("%"):
+        try:
+            return max(1, math.ceil(desired * int(value[:-1]) / 100))
+        except ValueError:
+            return 1
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return 1
 
 
 def _create(ds: Raw, template: Raw, revision: str, node: str) -> Create:

@@ -3,7 +3,8 @@
 Rolling is deliberately simple: the new ReplicaSet is scaled to spec.replicas at once and the old ones
 to 0 once all of the new one's pods are Ready (a surge of up to 100%, never less available than before).
 With strategy Recreate the old ReplicaSets are scaled to 0 first and the new one only once their pods
-are gone. Status follows the real fields that `kubectl rollout status` and `kubectl get` read.
+are gone. Scaled-down ReplicaSets beyond revisionHistoryLimit are deleted. Status has the fields that
+`kubectl rollout status` and `kubectl get` read.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from collections.abc import Iterable
 
 from mnp.kube import resources as kr
 from mnp.local.workloads import objects as ob
-from mnp.local.workloads.objects import Action, Create, Patch, Raw, Record
+from mnp.local.workloads.objects import Action, Create, Delete, Patch, Raw, Record
 from mnp.local.workloads.replicasets import desired_replicas
 
 HASH_LABEL = "pod-template-hash"
 REVISION = "deployment.kubernetes.io/revision"
 CONTROLLER = "deployment-controller"
+DEFAULT_HISTORY = 10
 
 
 def _revision(rs: Raw) -> int:
@@ -71,6 +73,20 @@ def _scaled(deploy: Raw, rs_name: str, before: int, after: int) -> Record:
     return Record(CONTROLLER, deploy, "Normal", "ScalingReplicaSet", message)
 
 
+def _prune_history(deploy: Raw, old: list[Raw], by_rs: dict[str, list[Raw]]) -> list[Action]:
+    """Deletes of the oldest scaled-down ReplicaSets beyond spec.revisionHistoryLimit (default 10)."""
+    limit = ob.spec(deploy).get("revisionHistoryLimit")
+    limit = DEFAULT_HISTORY if limit is None else max(int(limit), 0)
+    idle = [
+        rs
+        for rs in old
+        if desired_replicas(rs) == 0 and not ob.status(rs).get("replicas") and not by_rs[ob.uid(rs)]
+    ]
+    idle.sort(key=lambda rs: (_revision(rs), ob.name(rs)))
+    surplus = idle[: max(len(idle) - limit, 0)]
+    return [Delete(kr.REPLICASETS, ob.namespace(rs), ob.name(rs), ob.uid(rs)) for rs in surplus]
+
+
 def reconcile_deployment(
     deploy: Raw, replicasets: Iterable[Raw], pods: Iterable[Raw], now: str
 ) -> list[Action]:
@@ -104,6 +120,7 @@ def reconcile_deployment(
         if recreate or (new_rs is not None and new_ready >= want):
             for rs in old:
                 actions += _scale(deploy, rs, 0)
+        actions += _prune_history(deploy, old, by_rs)
     new_pods = by_rs[ob.uid(new_rs)] if new_rs is not None else []
     all_pods = [p for group in by_rs.values() for p in group]
     ready = sum(1 for p in all_pods if ob.pod_ready(p))
