@@ -139,11 +139,12 @@ def pods(unique_prefix: str, tmp_path: Path) -> Iterator[Pods]:
     try:
         yield p
     finally:
-        p.stop_all()
-        for h in cgroup_hierarchies():  # if a test broke before stop, the cgroup tree still goes
-            if (h / unique_prefix).exists():
+        try:
+            p.stop_all()
+        finally:
+            # If a test or stop() broke, the cgroup tree (and every process in it) still goes.
+            if any((h / unique_prefix).exists() for h in cgroup_hierarchies()):
                 kill_all_in_cgroup(unique_prefix)
-                break
     p.assert_nothing_left()
 
 
