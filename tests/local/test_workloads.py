@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import copy
 import itertools
+import os
 import signal
 import subprocess
 import sys
@@ -478,8 +479,9 @@ DEADLINE = 15.0
 class Cluster:
     """One in-process API server, the controllers under test, and this test as every node's kubelet."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, kubeconfig: Path) -> None:
         self.client = client
+        self.kubeconfig = kubeconfig
 
     async def add_node(self, name: str, **labels: str) -> None:
         body = node(name, labels=labels)
@@ -525,7 +527,7 @@ async def cluster(*, kubelet: bool = True, lag: float = 0.0) -> AsyncIterator[Cl
         running = apiserver.start(Path(tmp), "127.0.0.1:0")
         try:
             async with await Client.from_kubeconfig(Path(tmp) / "kubeconfig") as client:
-                c = Cluster(client)
+                c = Cluster(client, Path(tmp) / "kubeconfig")
                 controllers = Controllers(client)
                 if lag:
                     apply = controllers.pods._apply
@@ -727,6 +729,103 @@ def test_a_daemonset_pod_on_a_removed_node_is_deleted_and_garbage_collected_with
             await c.eventually(lambda: on_nodes("node-1", "node-2"), "a pod on each node")
             await c.client.delete(kr.NODES, "node-2")
             await c.eventually(lambda: on_nodes("node-1"), "the pod of the removed node to be gone")
+
+    run(scenario)
+
+
+MANIFESTS = """
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: mnp-agent, namespace: kube-system, labels: {app: mnp-agent}}
+spec:
+  selector: {matchLabels: {app: mnp-agent}}
+  updateStrategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 1}}
+  template:
+    metadata: {labels: {app: mnp-agent}}
+    spec:
+      hostNetwork: true
+      serviceAccountName: default
+      nodeSelector: {kubernetes.io/os: linux}
+      tolerations: [{operator: Exists, effect: NoSchedule}]
+      containers:
+      - name: agent
+        image: registry.invalid/mnp:dev
+        args: [agent, --hostname-override=$(NODE_NAME)]
+        env: [{name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}]
+        securityContext: {privileged: true}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: mnp-controller, namespace: kube-system}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: mnp-controller}}
+  template:
+    metadata: {labels: {app: mnp-controller}}
+    spec:
+      affinity:
+        podAntiAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+          - weight: 100
+            podAffinityTerm:
+              topologyKey: kubernetes.io/hostname
+              labelSelector: {matchLabels: {app: mnp-controller}}
+      containers:
+      - name: controller
+        image: registry.invalid/mnp:dev
+        args: [controller, --leader-elect]
+"""
+
+
+def test_an_agent_daemonset_and_a_controller_deployment_applied_with_kubectl_run_on_the_nodes(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with cluster() as c:
+            for n in ("node-1", "node-2", "node-3"):
+                await c.add_node(n)
+            env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "KUBECONFIG": str(c.kubeconfig)}
+            kubectl = Path(sys.executable).parent / "kubectl"
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [str(kubectl), "apply", "-f", "-"],
+                input=MANIFESTS,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            assert done.returncode == 0, done.stderr
+
+            async def running() -> Any:
+                pods = active(await c.pods("kube-system"))
+                ready = [p for p in pods if p["status"].get("phase") == "Running"]
+                return len(pods) == 5 and len(ready) == 5 and pods
+
+            pods = await c.eventually(running, "3 agents and 2 controllers running")
+            agents = sorted(
+                p["spec"]["nodeName"] for p in pods if p["metadata"]["labels"].get("app") == "mnp-agent"
+            )
+            assert agents == ["node-1", "node-2", "node-3"]
+            controllers = {
+                p["spec"]["nodeName"] for p in pods if p["metadata"]["labels"].get("app") == "mnp-controller"
+            }
+            assert len(controllers) == 2, "the least loaded nodes take one controller each"
+            rollout = await asyncio.to_thread(
+                subprocess.run,
+                [
+                    str(kubectl),
+                    "rollout",
+                    "status",
+                    "-n",
+                    "kube-system",
+                    "deployment/mnp-controller",
+                    "--timeout=10s",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            assert rollout.returncode == 0 and "successfully rolled out" in rollout.stdout, rollout.stderr
 
     run(scenario)
 
