@@ -349,7 +349,7 @@ def test_a_recreate_deployment_starts_new_pods_only_once_the_old_ones_are_gone()
 
 def test_scaled_down_replicasets_beyond_the_revision_history_limit_are_deleted_oldest_first() -> None:
     deploy = workload("Deployment", "web", replicas=1, revisionHistoryLimit=1)
-    history = []
+    history: list[dict[str, Any]] = []
     for revision in (1, 2, 3):
         deploy["spec"]["template"] = template(image_hint=f"v{revision}")
         rs = replicaset_for(deploy, reconcile_deployment(deploy, history, [], NOW), f"rs-{revision}")
