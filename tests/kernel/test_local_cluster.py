@@ -333,3 +333,148 @@ def test_down_after_kill_9_of_containerd_a_node_process_and_the_api_server_leave
         for pid in victims:
             leftovers.kill_and_wait(pid, signal.SIGKILL, 10)
         # local_cluster's exit runs `down` and asserts nothing of the cluster is left.
+
+
+def test_a_pod_naming_a_missing_nad_waits_with_an_event_and_starts_when_the_nad_appears(
+    cluster: LocalCluster,
+) -> None:
+    cluster.apply(pod("late", "lan-late", "node-1"))
+
+    def reported() -> bool:
+        conditions = {c["type"]: c for c in cluster.pod("late").get("status", {}).get("conditions") or []}
+        return conditions.get("Ready", {}).get("reason") == "NetworkAttachmentDefinitionMissing"
+
+    cluster.wait_for("the missing NAD to be reported on the pod", reported)
+    p = cluster.pod("late")
+    assert p["status"]["phase"] == "Pending"
+    assert "default/lan-late" in p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+    events = cluster.kubectl(
+        "get", "events", "--field-selector", "involvedObject.name=late", "-o", "json"
+    ).stdout
+    assert any(e["reason"] == "NetworkAttachmentDefinitionMissing" for e in json.loads(events)["items"])
+    late = json.loads(nads(cluster.layout.root / "ipam-shared").split("\n---\n")[1])
+    late["metadata"]["name"] = "lan-late"
+    cluster.apply(json.dumps(late))
+    cluster.wait_running("late")
+    status = json.loads(cluster.pod("late")["metadata"]["annotations"][NETWORK_STATUS])
+    assert [e["name"] for e in status[1:]] == ["default/lan-late"]
+    cluster.kubectl("delete", "pod", "late", "--wait=true", "--timeout=60s")
+
+
+def test_deletion_is_graceful_a_process_ignoring_sigterm_is_killed_after_the_grace_period(
+    cluster: LocalCluster,
+) -> None:
+    stubborn = json.loads(pod("stubborn", "lan-hl", "node-2", terminationGracePeriodSeconds=2))
+    stubborn["spec"]["containers"][0]["command"] = ["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"]
+    cluster.apply(json.dumps(stubborn))
+    p = cluster.wait_running("stubborn")["stubborn"]
+    cluster.kubectl("delete", "pod", "stubborn", "--wait=false")
+    terminating = cluster.pod("stubborn")
+    assert (
+        terminating["metadata"]["deletionTimestamp"]
+        and terminating["metadata"]["deletionGracePeriodSeconds"] == 2
+    )
+    cluster.wait_gone("pod", "stubborn")
+    cgroup = f"{cluster.layout.read_cluster().node('node-2').cgroup_root}/pod{p['metadata']['uid']}"
+    assert leftovers.cgroup_processes(cgroup) == []
+
+
+def test_a_host_path_resolves_to_the_node_so_a_pod_reaches_its_own_nodes_containerd(
+    cluster: LocalCluster,
+) -> None:
+    script = (
+        "from mnp.local.nodes.cri import CriClient; "
+        "c = CriClient('/run/containerd/containerd.sock'); "
+        "print(sorted(s.name for s in c.list_sandboxes()))"
+    )
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "cri-user", "namespace": "default"},
+        "spec": {
+            "hostNetwork": True,
+            "restartPolicy": "Never",
+            "nodeName": "node-2",
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "agent",
+                    "command": [sys.executable, "-c", script],
+                    "volumeMounts": [{"name": "cri", "mountPath": "/run/containerd/containerd.sock"}],
+                }
+            ],
+            "volumes": [
+                {"name": "cri", "hostPath": {"path": "/run/containerd/containerd.sock", "type": "Socket"}}
+            ],
+        },
+    }
+    cluster.apply(json.dumps(body))
+    cluster.wait_for(
+        "cri-user to finish",
+        lambda: cluster.pod("cri-user")["status"].get("phase") in ("Succeeded", "Failed"),
+    )
+    p = cluster.pod("cri-user")
+    log = cluster.layout.container_log(
+        "node-2", "default", "cri-user", p["metadata"]["uid"], "c", 0
+    ).read_text()
+    assert p["status"]["phase"] == "Succeeded", log
+    assert "'p2', 'p3'" in log and "'p1'" not in log  # node-2's sandboxes, not node-1's
+    # containerd keeps shim sockets in /run/containerd/s, but the socket path exists only in the pod.
+    assert not Path("/run/containerd/containerd.sock").exists(), "the mount point was made on the host"
+    cluster.kubectl("delete", "pod", "cri-user", "--wait=true", "--timeout=60s")
+
+
+def test_a_deployment_keeps_its_replicas_running_across_nodes(cluster: LocalCluster) -> None:
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]},
+            },
+        },
+    }
+    cluster.apply(json.dumps(deployment))
+
+    def ready(count: int) -> bool:
+        d = cluster.get("deployment", "web")
+        return d.get("status", {}).get("readyReplicas") == count and d["status"].get("replicas") == count
+
+    try:
+        cluster.wait_for("3 ready replicas", lambda: ready(3))
+        items = json.loads(cluster.kubectl("get", "pods", "-l", "app=web", "-o", "json").stdout)["items"]
+        assert {p["spec"]["nodeName"] for p in items} == {"node-1", "node-2"}
+        victim = items[0]["metadata"]["name"]
+        cluster.kubectl("delete", "pod", victim, "--wait=true", "--timeout=60s")
+        cluster.wait_for("the deleted replica to be replaced", lambda: ready(3))
+        # Not `kubectl scale`: the local API server has no scale subresource yet.
+        cluster.kubectl("patch", "deployment", "web", "--type=merge", "-p", '{"spec": {"replicas": 1}}')
+        cluster.wait_for("1 ready replica", lambda: ready(1))
+    finally:
+        cluster.kubectl("delete", "deployment", "web", "--wait=true", "--timeout=60s", check=False)
+
+
+def test_each_node_renews_its_lease_and_reports_ready(cluster: LocalCluster) -> None:
+    leases = {
+        lease["metadata"]["name"]: lease["spec"]
+        for lease in cluster.get("lease", namespace="kube-node-lease")["items"]
+    }
+    assert set(leases) >= {"node-1", "node-2"}
+    assert leases["node-1"]["holderIdentity"] == "node-1" and leases["node-1"]["leaseDurationSeconds"] == 40
+    first = leases["node-1"]["renewTime"]
+    cluster.wait_for(
+        "node-1's lease to be renewed",
+        lambda: cluster.get("lease", "node-1", "kube-node-lease")["spec"]["renewTime"] != first,
+        timeout=30,
+    )
+    nodes = {n["metadata"]["name"]: n for n in cluster.get("nodes")["items"]}
+    for name in ("node-1", "node-2"):
+        status = nodes[name]["status"]
+        assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+        assert {"type": "Hostname", "address": name} in status["addresses"]
+        assert status["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://1.")
+        assert nodes[name]["metadata"]["labels"]["kubernetes.io/hostname"] == name
