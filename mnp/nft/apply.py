@@ -20,7 +20,7 @@ import nftables
 from mnp.api.errors import NetnsError, NftError
 from mnp.nft import names
 from mnp.nft.model import TableShape
-from mnp.nft.observe import parse_shape
+from mnp.nft.observe import listing_digest, parse_shape
 from mnp.nft.render import render_delete
 
 _CLONE_NEWNET = 0x40000000
@@ -37,6 +37,8 @@ class NftRunner(Protocol):
     def list_table(self, table: str) -> str | None: ...
 
     def table_shape(self, table: str) -> TableShape | None: ...
+
+    def table_digest(self, table: str) -> str | None: ...
 
     def delete_table(self, table: str) -> None: ...
 
@@ -133,20 +135,33 @@ class NetnsNft:
 
     def table_shape(self, table: str) -> TableShape | None:
         """What the table declares now (`nft -t list table`, no elements); None if absent or unreadable."""
+        out = self._list(table, terse=True)
+        return None if out is None else parse_shape(out)
+
+    def table_digest(self, table: str) -> str | None:
+        """`listing_digest` of the table's content (`nft -j list table`); None if it is absent."""
+        out = self._list(table, json_output=True)
+        return None if out is None else listing_digest(out)
+
+    def _list(self, table: str, *, terse: bool = False, json_output: bool = False) -> str | None:
         names.table_name(table)
         with self._lock:
             if self._ctx is None:
                 raise NftError(f"{self.netns_path}: nft context is closed")
-            self._ctx.set_terse_output(True)
+            self._ctx.set_terse_output(terse)
+            self._ctx.set_json_output(json_output)
             try:
                 rc, out, err = self._ctx.cmd(f"list table inet {table}")
             finally:
                 self._ctx.set_terse_output(False)
+                self._ctx.set_json_output(False)
+            if len(out) > _RELEASE_CACHE_ABOVE:
+                self._ctx.cmd("list flowtables")  # see run(): drop the big object cache
         if rc != 0:
             if "No such file or directory" in err:
                 return None
             raise NftError(f"{self.netns_path}: {err.strip() or f'nft failed ({rc})'}")
-        return parse_shape(str(out))
+        return str(out)
 
     def delete_table(self, table: str) -> None:
         """Remove the table; nothing happens if it is absent."""

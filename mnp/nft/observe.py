@@ -7,7 +7,10 @@ syntax as names that passed the identifier check.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from typing import Any
 
 from mnp.api.errors import InvalidInput
 from mnp.nft.model import TableShape
@@ -58,4 +61,27 @@ def parse_shape(text: str) -> TableShape | None:
         return None
 
 
-__all__ = ["parse_shape"]
+def listing_digest(json_text: str) -> str:
+    """A digest of a table's content from `nft -j list table`, equal for equal tables.
+
+    Kernel handles are dropped and set elements sorted: a hash set lists its elements in an order
+    that depends on a per-set hash seed, so the same table lists differently in two netns.
+    """
+    data = json.loads(json_text)
+    objects = [o for o in data.get("nftables", []) if "metainfo" not in o]
+    canonical = json.dumps(_normalised(objects), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _normalised(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _normalised(v, k) for k, v in value.items() if k != "handle"}
+    if isinstance(value, list):
+        items = [_normalised(v) for v in value]
+        if key in ("elem", "set"):
+            items.sort(key=lambda v: json.dumps(v, sort_keys=True))
+        return items
+    return value
+
+
+__all__ = ["listing_digest", "parse_shape"]

@@ -479,3 +479,26 @@ def test_a_table_with_objects_we_do_not_manage_is_replaced_whole(nft: NetnsNft) 
     assert nft.table_shape(table.name) is None
     nft.apply(render_table_swap(table, None))
     assert nft.list_table(table.name) == want
+
+
+def _big_table() -> Table:
+    peers = [{"cidr": f"10.{i // 250}.{i % 250}.1/32"} for i in range(600)] + [{"cidr": "203.0.113.0/25"}]
+    return build_table(spec(ingress={"isolated": ["net1"], "rules": [rule("default/big", 0, peers=peers)]}))
+
+
+def test_equal_tables_in_two_netns_have_equal_digests_and_any_change_shows(
+    nft: NetnsNft, other_netns: str
+) -> None:
+    table = _big_table()
+    with NetnsNft(other_netns) as other:
+        other.apply(render_table_swap(table, None))
+        nft.apply(render_table_swap(table, None))
+        digest = nft.table_digest(table.name)
+        assert digest is not None and digest == other.table_digest(table.name)
+        assert nft.table_digest("absent") is None
+        nft.run(f"delete element inet {table.name} ingress-net1-v4-addr {{ 10.0.0.1 }}")
+        assert nft.table_digest(table.name) != digest
+        nft.apply(render_table_swap(table, nft.table_shape(table.name)))
+        assert nft.table_digest(table.name) == digest
+        nft.run(f"flush chain inet {table.name} ingress")
+        assert nft.table_digest(table.name) != digest

@@ -1,0 +1,1 @@
+"""The node agent: enforce this node's PodNetworkRulesets in each pod's network namespace."""
