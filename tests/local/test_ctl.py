@@ -245,7 +245,9 @@ POD_CASES = [
 
 
 @pytest.mark.parametrize(("pod", "why", "users"), [c[1:] for c in POD_CASES], ids=[c[0] for c in POD_CASES])
-def test_a_pod_is_converged_waited_for_or_left_to_the_user(pod: dict[str, Any], why: str | None, users: bool) -> None:
+def test_a_pod_is_converged_waited_for_or_left_to_the_user(
+    pod: dict[str, Any], why: str | None, users: bool
+) -> None:
     assert pod_state(pod) == (why, users)
 
 
@@ -664,6 +666,24 @@ def test_wait_times_out_naming_the_pod_that_is_not_running_and_returns_once_it_i
     set_pod_status(cluster, "slow", running_status("main"))
     code, out, _ = mnp(cluster, capsys, "wait", "--timeout", "10")
     assert (code, out) == (0, "converged\n")
+
+
+def test_wait_covers_policies_and_rulesets_once_their_crds_are_served(
+    cluster: Layout, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert mnp(cluster, capsys, "wait", "--timeout", "5")[:2] == (
+        0,
+        "converged\n",
+    )  # no CRDs: nothing to wait for
+    policy = doc("MultiNetworkPolicy", "deny", "default", "k8s.cni.cncf.io/v1beta1", spec={"podSelector": {}})
+    applied(cluster, tmp_path, [policy], *CRD_FILES)
+    code, _, err = mnp(cluster, capsys, "wait", "--timeout", "0.2")
+    assert code == 1 and "  multinetworkpolicy default/deny: not observed yet" in err.splitlines()
+    mnps = Resource("k8s.cni.cncf.io", "v1beta1", "multi-networkpolicies", True, "MultiNetworkPolicy")
+    with_client(
+        cluster, lambda c: c.patch_status(mnps, "deny", {"status": {"observedGeneration": 1}}, "default")
+    )
+    assert mnp(cluster, capsys, "wait", "--timeout", "5")[0] == 0
 
 
 def test_kubeconfig_prints_the_path_kubectl_needs(
