@@ -605,15 +605,17 @@ def test_a_deployment_gets_its_pods_scales_down_and_replaces_a_deleted_pod() -> 
 
             await c.client.patch(kr.DEPLOYMENTS, "web", {"spec": {"replicas": 1}}, "default")
             await c.eventually(lambda: available(1), "a scale down to 1")
-            reasons = {
-                (e["involvedObject"]["kind"], e["reason"])
-                for e in (await c.client.list(kr.EVENTS, "default")).items
-            }
-            assert {
+            wanted = {
                 ("Deployment", "ScalingReplicaSet"),
                 ("ReplicaSet", "SuccessfulCreate"),
                 ("ReplicaSet", "SuccessfulDelete"),
-            } <= reasons
+            }
+
+            async def reported() -> bool:
+                events = (await c.client.list(kr.EVENTS, "default")).items
+                return wanted <= {(e["involvedObject"]["kind"], e["reason"]) for e in events}
+
+            await c.eventually(reported, "Events for the scaling and the pods")
 
     run(scenario)
 
@@ -729,6 +731,26 @@ def test_a_daemonset_pod_on_a_removed_node_is_deleted_and_garbage_collected_with
             await c.eventually(lambda: on_nodes("node-1", "node-2"), "a pod on each node")
             await c.client.delete(kr.NODES, "node-2")
             await c.eventually(lambda: on_nodes("node-1"), "the pod of the removed node to be gone")
+
+    run(scenario)
+
+
+def test_a_pod_the_server_refuses_is_reported_on_its_replicaset_as_failed_create() -> None:
+    async def scenario() -> None:
+        async with cluster(kubelet=False) as c:
+            rs = workload("ReplicaSet", "broken", replicas=1)
+            del rs["metadata"]["uid"]
+            rs["spec"]["template"]["spec"]["containers"][0]["image"] = ""
+            await c.client.create(kr.REPLICASETS, rs, "default")
+
+            async def failed() -> Any:
+                events = (
+                    await c.client.list(kr.EVENTS, "default", field_selector="involvedObject.name=broken")
+                ).items
+                return [(e["type"], e["reason"]) for e in events]
+
+            assert await c.eventually(failed, "a FailedCreate event") == [("Warning", "FailedCreate")]
+            assert await c.pods() == []
 
     run(scenario)
 
@@ -862,14 +884,19 @@ def test_the_scheduler_binds_by_node_selector_and_reports_a_pod_no_node_fits() -
             cond = await c.eventually(unschedulable, "PodScheduled=False on the gpu pod")
             assert cond["reason"] == "Unschedulable"
             assert cond["message"].startswith("0/2 nodes are available: 2 node(s) didn't match")
-            events = await c.client.list(kr.EVENTS, "default", field_selector="involvedObject.name=gpu")
-            assert [(e["reason"], e["type"]) for e in events.items] == [("FailedScheduling", "Warning")]
+
+            async def gpu_events() -> list[tuple[str, str]]:
+                events = await c.client.list(kr.EVENTS, "default", field_selector="involvedObject.name=gpu")
+                return [(e["reason"], e["type"]) for e in events.items]
+
+            assert await c.eventually(gpu_events, "the FailedScheduling event") == [
+                ("FailedScheduling", "Warning")
+            ]
             await c.add_node("node-3", gpu="yes")
             assert (
                 await c.eventually(lambda: node_of("gpu"), "the gpu pod bound once a node fits") == "node-3"
             )
-            events = await c.client.list(kr.EVENTS, "default", field_selector="involvedObject.name=gpu")
-            assert len(events.items) == 1
+            assert await gpu_events() == [("FailedScheduling", "Warning")]
 
     run(scenario)
 

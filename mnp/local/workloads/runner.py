@@ -21,7 +21,7 @@ from typing import Any
 from mnp.kube import resources as kr
 from mnp.kube.client import Client
 from mnp.kube.errors import AlreadyExists, KubeApiError, KubeConflict, KubeNotFound
-from mnp.kube.events import EventRecorder
+from mnp.kube.events import NORMAL, WARNING, EventRecorder
 from mnp.kube.watch import Informer, WatchEvent
 from mnp.local.workloads.daemonsets import reconcile_daemonset
 from mnp.local.workloads.deployments import reconcile_deployment
@@ -53,6 +53,7 @@ PODGC: Key = ("PodGC", "", "")
 EXPECTATION_TTL = 30.0  # seconds before unobserved creates/deletes are given up (client-go: 5 min)
 RETRY_DELAY = 0.2
 ERROR_DELAY = 1.0
+MAX_ERROR_DELAY = 60.0
 
 
 def utc_now() -> datetime.datetime:
@@ -86,6 +87,7 @@ class Controllers:
         self.assumed: dict[str, str] = {}  # pod uid → node it was bound to, until the cache shows it
         self.owners: dict[str, Key] = {}  # controller uid → its key (to route pod events)
         self.recorders: dict[str, EventRecorder] = {}
+        self.failures: dict[Key, int] = {}  # consecutive failed reconciles, for the backoff
         self.pods.add_handler(self._on_pod)
         self.nodes.add_handler(self._on_node)
         self.replicasets.add_handler(self._on_replicaset)
@@ -118,6 +120,7 @@ class Controllers:
             if event.type == "DELETED":
                 self.owners.pop(uid(event.obj), None)
                 self.expectations.pop(uid(event.obj), None)
+                self.failures.pop((kind, namespace(event.obj), name(event.obj)), None)
             else:
                 self.owners[uid(event.obj)] = (kind, namespace(event.obj), name(event.obj))
             self.enqueue((kind, namespace(event.obj), name(event.obj)))
@@ -163,11 +166,17 @@ class Controllers:
             self.queued.discard(key)
             try:
                 await self._reconcile(key)
+                self.failures.pop(key, None)
             except KubeConflict:
                 self._later(key, RETRY_DELAY)
             except KubeApiError as e:
-                log.warning("reconcile failed, retrying", extra={"object": "/".join(key), "error": str(e)})
-                self._later(key, ERROR_DELAY)
+                failures = self.failures[key] = self.failures.get(key, 0) + 1
+                delay = min(ERROR_DELAY * 2 ** (failures - 1), MAX_ERROR_DELAY)
+                log.warning(
+                    "reconcile failed, retrying",
+                    extra={"object": "/".join(filter(None, key)), "error": str(e), "attempt": failures},
+                )
+                self._later(key, delay)
 
     async def _reconcile(self, key: Key) -> None:
         kind, ns, obj_name = key
@@ -200,7 +209,10 @@ class Controllers:
         exp = self.expectations.get(uid(obj))
         loop_now = asyncio.get_running_loop().time()
         if exp is not None and not exp.satisfied(loop_now):
-            return  # the informer has not shown our last creates/deletes yet; its events re-enqueue us
+            # The informer has not shown our last creates/deletes yet: its events re-enqueue us, and so
+            # does the expiry, should an event never come (a pod created and deleted during a relist).
+            self._later(key, exp.deadline - loop_now + RETRY_DELAY)
+            return
         self.expectations.pop(uid(obj), None)
         await self._execute(actions)
 
@@ -223,14 +235,20 @@ class Controllers:
                     exp.adds += 1
                 else:
                     exp.deletes.add(action.uid)
-        for action in actions:
+        for i, action in enumerate(actions):
             try:
                 await self._perform(action)
             except (KubeNotFound, AlreadyExists) as e:
                 log.debug("skipped", extra={"action": type(action).__name__, "error": str(e)})
                 self._unexpect(action)
-            except KubeApiError:
-                self._unexpect(action)
+            except KubeApiError as e:
+                for unsent in actions[i:]:
+                    self._unexpect(unsent)
+                if isinstance(action, Create) and action.owner and not isinstance(e, KubeConflict):
+                    # "Error creating: ..." as `kubectl describe rs` shows it on a real cluster.
+                    await self._owner_event(
+                        action.owner, "FailedCreate", f"Error creating: {e.message}", WARNING
+                    )
                 raise
 
     def _unexpect(self, action: Action) -> None:
@@ -276,7 +294,7 @@ class Controllers:
             self.recorders[component] = EventRecorder(self.client, component)
         return self.recorders[component]
 
-    async def _owner_event(self, owner_uid: str, reason: str, message: str) -> None:
+    async def _owner_event(self, owner_uid: str, reason: str, message: str, type: str = NORMAL) -> None:
         """The Event a ReplicaSet or DaemonSet controller writes on its object for each pod it makes."""
         key = self.owners.get(owner_uid)
         if key is None or key[0] not in ("ReplicaSet", "DaemonSet"):
@@ -284,7 +302,7 @@ class Controllers:
         informer = self.replicasets if key[0] == "ReplicaSet" else self.daemonsets
         owner = informer.get(key[1], key[2])
         if owner is not None:
-            await self._recorder(f"{key[0].lower()}-controller").record(owner, "Normal", reason, message)
+            await self._recorder(f"{key[0].lower()}-controller").record(owner, type, reason, message)
 
     async def _bind(self, action: Bind) -> None:
         binding = {
