@@ -55,6 +55,15 @@ def add_local_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         "--address", default="127.0.0.1:0", help="HOST:PORT for HTTPS (default 127.0.0.1:0: a free port)"
     )
 
+    p = sub.add_parser(
+        "up", help="start a local cluster (API server, nodes, containerd, kubelets); returns when Ready"
+    )
+    p.add_argument("--nodes", type=int, default=2, help="number of nodes, node-1 ... node-N (default 2)")
+    _dir_option(p)
+
+    p = sub.add_parser("down", help="stop the cluster and remove everything of it (also after a crash)")
+    _dir_option(p)
+
     p = sub.add_parser("apply", help="server-side apply manifests (CRDs and namespaces first)")
     _files_option(p, "apply")
     _dir_option(p)
@@ -81,7 +90,7 @@ def add_local_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     )
     p.add_argument("pod", metavar="NS/POD")
     p.add_argument("-c", "--container", help="container (checked to exist; all share the netns)")
-    p.add_argument("command", metavar="CMD", nargs="+", help="command and arguments, after -- (no shell)")
+    p.add_argument("argv", metavar="CMD", nargs="+", help="command and arguments, after -- (no shell)")
     _dir_option(p)
 
     p = sub.add_parser("logs", help="print a container's log")
@@ -179,8 +188,22 @@ async def _api_verb(
     raise AssertionError(f"mnp local {command} has no handler")
 
 
+def _progress(message: str) -> None:
+    print(f"mnp local: {message}", file=sys.stderr, flush=True)
+
+
 def _run(args: argparse.Namespace, layout: Layout, ref: pods.PodRef | None) -> int:
     command = args.local_command
+    if command in ("up", "down"):
+        from mnp.local import cluster  # the node runtime (containerd, CNI) only for these two
+
+        if command == "up":
+            cluster.up(layout, args.nodes, _progress)
+            print(layout.kubeconfig)
+        else:
+            removed = cluster.down(layout, _progress)
+            _progress(f"down: {len(removed)} things removed; nothing of the cluster is left")
+        return 0
     if command == "kubeconfig":
         if not layout.kubeconfig.exists():
             raise ClusterDown(
@@ -194,7 +217,7 @@ def _run(args: argparse.Namespace, layout: Layout, ref: pods.PodRef | None) -> i
         lookup = cri_netns_lookup(layout)
         netns = asyncio.run(_connected(layout, lambda api: pods.pod_netns(api, ref, args.container, lookup)))
         # The API connection is closed before the command runs: it may run for long.
-        return pods.run_command(pods.exec_argv(netns, args.command))
+        return pods.run_command(pods.exec_argv(netns, args.argv))
     # Manifests are read before connecting, so a bad file is reported even when the cluster is down.
     manifests = load_manifests(args.filename) if command in ("apply", "delete") else []
     return asyncio.run(_connected(layout, lambda api: _api_verb(args, layout, ref, manifests, api)))
