@@ -21,6 +21,8 @@ TERMINAL_PHASES = ("Succeeded", "Failed")
 
 @dataclass(frozen=True, slots=True)
 class Create:
+    """POST `body` (a pod usually named by generateName, so the server picks the random suffix)."""
+
     resource: Resource
     namespace: str
     body: Raw = field(compare=False)
@@ -29,6 +31,8 @@ class Create:
 
 @dataclass(frozen=True, slots=True)
 class Delete:
+    """DELETE, with the object's default grace period unless `grace_seconds` is given."""
+
     resource: Resource
     namespace: str
     name: str
@@ -51,6 +55,8 @@ class Patch:
 
 @dataclass(frozen=True, slots=True)
 class Bind:
+    """POST pods/binding: the scheduler's decision."""
+
     namespace: str
     name: str
     node: str
