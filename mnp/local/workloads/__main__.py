@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from pathlib import Path
 
 from mnp.local.workloads.runner import run_controllers
+from mnp.obs.log import setup as log_setup
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,11 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    log_setup(args.log_level, component="workloads")
 
     async def run() -> None:
         stop = asyncio.Event()
