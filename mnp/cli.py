@@ -81,6 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_render_options(r)
 
+    a = sub.add_parser("agent", help="the node agent: enforce this node's PodNetworkRulesets (a DaemonSet)")
+    a.add_argument("--hostname-override", help="this node's name (default: $NODE_NAME, else the hostname)")
+    a.add_argument("--kubeconfig", type=Path, help="default: in-cluster config, else $KUBECONFIG")
+    a.add_argument(
+        "--container-runtime-endpoint",
+        default="",
+        help="CRI socket to find pod sandboxes, e.g. unix:///run/containerd/containerd.sock "
+        "(without it, or when it fails, pods are found through /proc)",
+    )
+    a.add_argument("--host-prefix", default="", help="where the host's / is mounted (e.g. /host)")
+    a.add_argument("--resync-period", type=float, default=60.0, help="seconds between drift checks (60)")
+    a.add_argument("--workers", type=int, default=4, help="pods synced in parallel (4)")
+    a.add_argument("--health-address", default="", help="HOST:PORT for /healthz and /readyz (off)")
+    a.add_argument("--metrics-address", default="", help="HOST:PORT for /metrics (off)")
+    a.add_argument("--log-format", choices=("text", "json"), default="text")
+    _add_render_options(a)
+
     add_local_parsers(sub)
     return parser
 
@@ -142,10 +159,35 @@ def run_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_agent(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from mnp.agent.main import AgentFlags, node_name
+    from mnp.agent.main import run_agent as agent_main
+    from mnp.local.nodes.cri import CriClient
+    from mnp.obs.log import setup
+
+    setup(json_format=args.log_format == "json", component="agent")
+    flags = AgentFlags(
+        node=node_name(args.hostname_override),
+        kubeconfig=args.kubeconfig,
+        runtime_endpoint=args.container_runtime_endpoint,
+        host_prefix=args.host_prefix,
+        options=_render_options(args),
+        resync_period=args.resync_period,
+        health_address=args.health_address,
+        metrics_address=args.metrics_address,
+        workers=max(1, args.workers),
+        cri_connect=CriClient,
+    )
+    asyncio.run(agent_main(flags))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"compile": run_compile, "render": run_render, "local": run_local}
+    handlers = {"compile": run_compile, "render": run_render, "local": run_local, "agent": run_agent}
     try:
         return handlers[args.command](args)
     except (ManifestError, InvalidInput) as e:

@@ -1,0 +1,446 @@
+"""The node agent's loop: this node's rulesets and pods in, one nft table per policed pod out.
+
+Every change to a ruleset or to a pod of this node puts the pod's key (namespace, name) on a queue;
+bursts coalesce, a bounded number of workers take keys, and one key is never worked on twice at once,
+so no apply blocks the watches. A sync makes the pod's netns hold exactly what its ruleset says:
+
+- the ruleset must be for this pod (its uid) and this node, else PodMismatch and nothing is touched;
+- the netns comes from the finder (CRI sandbox, procfs fallback); a new sandbox means a new netns;
+- an invalid ruleset keeps the table last applied for the pod, or isolates its interfaces if none;
+- a table already right (its listing digest equals that of the rendered table) is left alone, so
+  an agent restart rewrites nothing; a different one is replaced in one transaction that keeps base
+  chains hooked, and read back;
+- status is written through the status subresource only when it changes.
+
+A ruleset that goes while its pod lives takes the pod's table with it. At start, tables in pods of
+this node that no ruleset asks for are removed. Every resync period each table is compared with what
+was applied and repaired on a difference (counted, and an Event on the pod).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mnp.agent import status as st
+from mnp.agent.queue import KeyQueue
+from mnp.agent.scratch import Scratch
+from mnp.api.errors import InvalidRuleset, NetnsError, NftError
+from mnp.api.ruleset import NODE_LABEL, RulesetSpec, spec_from_object
+from mnp.kube.client import Client, PatchType
+from mnp.kube.errors import KubeApiError, KubeNotFound
+from mnp.kube.events import WARNING, EventRecorder
+from mnp.kube.resources import PODS, RULESETS
+from mnp.kube.watch import Informer, WatchEvent
+from mnp.nft.apply import NetnsNft
+from mnp.nft.model import Table
+from mnp.nft.render import RenderOptions, build_table, render_table_replace, render_table_swap
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, pod name) = (namespace, ruleset name)
+DRIFT = "drift"
+RETRY_S = 2.0
+
+
+class NetnsLike(Protocol):
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def inode(self) -> int: ...
+
+    @property
+    def dev(self) -> int: ...
+
+
+class Finder(Protocol):
+    def find(self, pod_uid: str) -> NetnsLike | None: ...
+
+
+class Metrics(Protocol):
+    def observe_apply(self, seconds: float, ok: bool) -> None: ...
+
+    def failure(self, reason: str) -> None: ...
+
+    def drift_repaired(self) -> None: ...
+
+    def set_rulesets(self, count: int) -> None: ...
+
+
+class NoMetrics:
+    def observe_apply(self, seconds: float, ok: bool) -> None:
+        pass
+
+    def failure(self, reason: str) -> None:
+        pass
+
+    def drift_repaired(self) -> None:
+        pass
+
+    def set_rulesets(self, count: int) -> None:
+        pass
+
+
+@dataclass
+class PodTable:
+    """What the agent holds for one pod: its netns (by identity), an nft context, what it applied."""
+
+    uid: str
+    netns: tuple[int, int]  # (dev, inode) of the netns file
+    nft: NetnsNft
+    digest: str | None = None  # listing digest of the table the agent applied or verified
+    applied_hash: str = ""
+    applied_at: str | None = None
+    counts: tuple[int, int] = (0, 0)
+    fallback: bool = False  # the table is the isolation-only fallback for an invalid ruleset
+
+
+@dataclass
+class AgentConfig:
+    node: str
+    options: RenderOptions = field(default_factory=RenderOptions)
+    resync_period: float = 60.0
+    workers: int = 4
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Agent:
+    def __init__(
+        self, client: Client, config: AgentConfig, finder: Finder, metrics: Metrics | None = None
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.node = config.node
+        self.table_name = config.options.table
+        self.finder = finder
+        self.metrics: Metrics = metrics or NoMetrics()
+        self.rulesets = Informer(client, RULESETS, label_selector=f"{NODE_LABEL}={config.node}")
+        self.pods = Informer(client, PODS, field_selector=f"spec.nodeName={config.node}")
+        self.queue: KeyQueue[Key] = KeyQueue()
+        self.tables: dict[Key, PodTable] = {}
+        self.events = EventRecorder(client, "mnp-agent", config.node)
+        self.scratch = Scratch()
+        self.ready = asyncio.Event()
+        self._initial: set[Key] = set()
+
+    # ---- running ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.rulesets.add_handler(self._on_change)
+        self.pods.add_handler(self._on_change)
+        tasks = [asyncio.create_task(self.rulesets.run()), asyncio.create_task(self.pods.run())]
+        try:
+            await self.rulesets.synced.wait()
+            await self.pods.synced.wait()
+            await asyncio.to_thread(self._remove_unasked_tables)
+            self._initial = {_key(r) for r in self.rulesets.items()}
+            for key in sorted(self._initial):
+                self.queue.add(key)
+            if not self._initial:
+                self.ready.set()
+            log.info("agent synced its watches", extra={"node": self.node, "rulesets": len(self._initial)})
+            tasks += [asyncio.create_task(self._worker(i)) for i in range(self.config.workers)]
+            tasks.append(asyncio.create_task(self._resync()))
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for table in self.tables.values():
+                table.nft.close()
+            self.scratch.close()
+
+    async def _on_change(self, event: WatchEvent) -> None:
+        self.queue.add(_key(event.obj))
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resync_period)
+            for key in {*self.tables, *(_key(r) for r in self.rulesets.items())}:
+                self.queue.add(key, DRIFT)
+
+    async def _worker(self, number: int) -> None:
+        while True:
+            key, flags = await self.queue.get()
+            try:
+                await self.sync(key, drift_check=DRIFT in flags)
+            except Exception:  # one pod never stops the others
+                log.exception("sync failed", extra={"pod": f"{key[0]}/{key[1]}"})
+                self.queue.add_after(key, RETRY_S)
+            finally:
+                self.queue.done(key)
+                self._initial.discard(key)
+                if not self._initial and not self.ready.is_set():
+                    self.ready.set()
+                    log.info("first sync of every ruleset done", extra={"node": self.node})
+                self.metrics.set_rulesets(len(self.rulesets.items()))
+
+    def _remove_unasked_tables(self) -> None:
+        """At start: a table in a pod of this node that no ruleset asks for is stale; remove it."""
+        asked = {_key(r) for r in self.rulesets.items()}
+        for pod in self.pods.items():
+            key = _key(pod)
+            if key in asked or not _running(pod):
+                continue
+            ref = self._find(str(pod["metadata"].get("uid", "")))
+            if ref is None:
+                continue
+            try:
+                with NetnsNft(ref.path) as nft:
+                    if (
+                        nft.table_shape(self.table_name) is not None
+                        or nft.list_table(self.table_name) is not None
+                    ):
+                        nft.delete_table(self.table_name)
+                        log.info("stale table removed", extra={"pod": f"{key[0]}/{key[1]}"})
+            except (NetnsError, NftError) as e:
+                log.warning("stale table not removed", extra={"pod": f"{key[0]}/{key[1]}", "error": str(e)})
+
+    # ---- one pod ---------------------------------------------------------------------------------
+
+    async def sync(self, key: Key, *, drift_check: bool = False) -> None:
+        ruleset = self.rulesets.get(*key)
+        pod = self.pods.get(*key)
+        held = self.tables.get(key)
+        where = f"{key[0]}/{key[1]}"
+        if pod is None or not _running(pod):
+            self._forget(key)
+            if ruleset is not None:
+                await self._report(
+                    ruleset,
+                    st.Outcome(
+                        False, st.R_NETNS_NOT_FOUND, f"pod {where} is not running on node {self.node}"
+                    ),
+                )
+            return
+        uid = str(pod["metadata"].get("uid", ""))
+        if held is not None and held.uid != uid:
+            self._forget(key)  # a new pod with the same name: the old netns is gone with the old pod
+            held = None
+        if ruleset is None:
+            if held is not None:
+                await asyncio.to_thread(held.nft.delete_table, self.table_name)
+                log.info("table removed: no ruleset for the pod any more", extra={"pod": where})
+                self._forget(key)
+            return
+        spec_raw: Mapping[str, Any] = ruleset["spec"] if isinstance(ruleset.get("spec"), Mapping) else {}
+        want_uid, want_node = spec_raw.get("podUID"), spec_raw.get("node")
+        if want_uid != uid or want_node != self.node:
+            await self._report(
+                ruleset,
+                st.Outcome(
+                    False,
+                    st.R_POD_MISMATCH,
+                    f"the ruleset is for pod uid {want_uid} on node {want_node}, but pod {where} on node "
+                    f"{self.node} has uid {uid}; nothing applied (the controller rewrites the ruleset)",
+                ),
+            )
+            return
+        ref = await asyncio.to_thread(self._find, uid)
+        if ref is None:
+            self._forget(key)
+            await self._report(
+                ruleset,
+                st.Outcome(
+                    False, st.R_NETNS_NOT_FOUND, f"pod {where} has no running sandbox on node {self.node} yet"
+                ),
+            )
+            self.queue.add_after(key, RETRY_S)
+            return
+        identity = (ref.dev, ref.inode)
+        if held is not None and held.netns != identity:
+            self._forget(key)  # the sandbox was re-created: a new netns, its old table went with it
+            held = None
+        if held is None:
+            try:
+                held = PodTable(uid, identity, await asyncio.to_thread(NetnsNft, ref.path))
+            except NetnsError as e:
+                await self._report(ruleset, st.Outcome(False, st.R_NETNS_NOT_FOUND, f"pod {where}: {e}"))
+                self.queue.add_after(key, RETRY_S)
+                return
+            self.tables[key] = held
+        await self._enforce(key, ruleset, held, drift_check)
+
+    async def _enforce(self, key: Key, ruleset: dict[str, Any], held: PodTable, drift_check: bool) -> None:
+        where = f"{key[0]}/{key[1]}"
+        try:
+            spec = spec_from_object(ruleset)
+            problem = ""
+        except InvalidRuleset as e:
+            problem = e.describe()
+            self.metrics.failure(st.R_INVALID)
+            if held.digest is not None and not held.fallback:
+                await self._report(
+                    ruleset,
+                    st.Outcome(
+                        False,
+                        st.R_INVALID,
+                        f"{problem}; still enforcing the last valid ruleset ({held.applied_hash})",
+                    ),
+                )
+                return
+            fallback = st.isolation_only(ruleset, held.uid, self.node)
+            if fallback is None:
+                await self._report(
+                    ruleset,
+                    st.Outcome(
+                        False, st.R_INVALID, f"{problem}; no interface could be read, nothing applied"
+                    ),
+                )
+                return
+            spec = fallback
+        try:
+            outcome = await asyncio.to_thread(self._apply, key, spec, held, drift_check)
+        except (NftError, NetnsError) as e:
+            self.metrics.failure(st.R_NFT_ERROR)
+            await self._report(ruleset, st.Outcome(False, st.R_NFT_ERROR, f"pod {where}: {e}"))
+            self.queue.add_after(key, RETRY_S)
+            return
+        held.fallback = bool(problem)
+        if outcome == "repaired":
+            self.metrics.drift_repaired()
+            pod = self.pods.get(*key)
+            if pod is not None:
+                await self.events.record(
+                    pod,
+                    WARNING,
+                    "DriftRepaired",
+                    f"table inet {self.table_name} differed from ruleset generation "
+                    f"{_generation(ruleset)} and was restored",
+                )
+        rules, elements = held.counts
+        held.applied_at = held.applied_at or (ruleset.get("status") or {}).get("lastApplied") or now()
+        if problem:
+            isolated = ", ".join(sorted(set(spec.ingress.isolated if spec.ingress else ())))
+            result = st.Outcome(
+                False,
+                st.R_INVALID,
+                f"{problem}; applied isolation only: all traffic denied on {isolated}",
+                held.applied_hash,
+                rules,
+                elements,
+                held.applied_at,
+            )
+        else:
+            result = st.Outcome(
+                True,
+                st.R_APPLIED,
+                f"{rules} rules and {elements} set elements in table inet {self.table_name}",
+                held.applied_hash,
+                rules,
+                elements,
+                held.applied_at,
+            )
+        await self._report(ruleset, result)
+
+    def _apply(self, key: Key, spec: RulesetSpec, held: PodTable, drift_check: bool) -> str:
+        """Make the pod's table match `spec` (blocking); returns "unchanged", "applied" or "repaired"."""
+        table = build_table(spec, self.config.options)
+        applied_hash = st.transaction_hash(render_table_replace(table))
+        if held.applied_hash == applied_hash and held.digest is not None and not drift_check:
+            return "unchanged"
+        want = self.scratch.digest(table, applied_hash)
+        have = held.nft.table_digest(self.table_name)
+        if have == want:  # already right (an agent restart): adopted, not rewritten
+            self._held(held, table, applied_hash, want)
+            return "unchanged"
+        repaired = drift_check and held.applied_hash == applied_hash and held.digest is not None
+        started = datetime.datetime.now()
+        text = render_table_swap(table, held.nft.table_shape(self.table_name))
+        try:
+            held.nft.apply(text)
+        except NftError:
+            self.metrics.observe_apply((datetime.datetime.now() - started).total_seconds(), False)
+            raise
+        self.metrics.observe_apply((datetime.datetime.now() - started).total_seconds(), True)
+        back = held.nft.table_digest(self.table_name)
+        if back != want:
+            raise NftError(f"table inet {self.table_name} read back differs from what was applied")
+        held.applied_at = now()
+        self._held(held, table, applied_hash, want)
+        log.info(
+            "table repaired" if repaired else "table applied",
+            extra={
+                "pod": f"{key[0]}/{key[1]}",
+                "hash": applied_hash,
+                "rules": held.counts[0],
+                "elements": held.counts[1],
+            },
+        )
+        return "repaired" if repaired else "applied"
+
+    @staticmethod
+    def _held(held: PodTable, table: Table, applied_hash: str, digest: str) -> None:
+        held.applied_hash, held.digest, held.counts = applied_hash, digest, table.counts()
+
+    def _find(self, uid: str) -> NetnsLike | None:
+        try:
+            return self.finder.find(uid)
+        except NetnsError as e:
+            log.warning("netns lookup failed", extra={"uid": uid, "error": str(e)})
+            return None
+
+    def _forget(self, key: Key) -> None:
+        held = self.tables.pop(key, None)
+        if held is not None:
+            held.nft.close()
+
+    async def _report(self, ruleset: dict[str, Any], outcome: st.Outcome) -> None:
+        meta = ruleset.get("metadata") or {}
+        old = ruleset.get("status") or {}
+        new = st.ruleset_status(_generation(ruleset), outcome, now(), old)
+        if st.same_status(old, new):
+            return
+        try:
+            await self.client.patch_status(
+                RULESETS,
+                str(meta.get("name")),
+                {"status": new},
+                str(meta.get("namespace")),
+                type=PatchType.MERGE,
+            )
+        except KubeNotFound:
+            return
+        except KubeApiError as e:
+            log.warning(
+                "status not written",
+                extra={"ruleset": f"{meta.get('namespace')}/{meta.get('name')}", "error": str(e)},
+            )
+            return
+        if not outcome.ok:
+            log.warning(
+                "ruleset not applied",
+                extra={
+                    "ruleset": f"{meta.get('namespace')}/{meta.get('name')}",
+                    "generation": _generation(ruleset),
+                    "reason": outcome.reason,
+                    "detail": outcome.message,
+                },
+            )
+
+
+def _key(obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+def _generation(obj: Mapping[str, Any]) -> int:
+    return int((obj.get("metadata") or {}).get("generation") or 0)
+
+
+def _running(pod: Mapping[str, Any]) -> bool:
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return False
+    return not (pod.get("spec") or {}).get("hostNetwork") and bool(meta.get("uid"))
+
+
+__all__ = ["Agent", "AgentConfig", "Finder", "Metrics", "NoMetrics", "PodTable"]

@@ -1,0 +1,92 @@
+"""A private network namespace of the agent's own, to learn how the kernel lists a table it renders.
+
+Whether a pod's table is right cannot be read off the text we render (the kernel prints tables its own
+way, and hash sets in a per-set order). So a table is applied once in this empty namespace, nowhere
+near any traffic, and its listing digest is what the pod's table must match. Used at start (adopt a
+table that is already right instead of rewriting it) and after drift repairs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections import OrderedDict
+
+from mnp.api.errors import NetnsError
+from mnp.nft.apply import NetnsNft
+from mnp.nft.model import Table
+from mnp.nft.render import render_table_replace
+
+_CLONE_NEWNET = 0x40000000
+_CACHE = 512
+
+
+def _new_netns_fd() -> int:
+    """An fd of a brand-new, empty network namespace (made on a throwaway thread, nothing runs in it)."""
+    result: list[int] = []
+    failure: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.unshare(_CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+            result.append(
+                os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            )
+        except BaseException as e:  # handed to the caller
+            failure.append(e)
+
+    thread = threading.Thread(target=make, name="mnp-scratch-netns", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise NetnsError(f"cannot make the agent's scratch network namespace: {failure[0]}")
+    return result[0]
+
+
+class Scratch:
+    """Canonical listing digests of tables, computed in a private empty netns and remembered."""
+
+    def __init__(self) -> None:
+        fd = _new_netns_fd()
+        try:
+            self._nft = NetnsNft(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)  # the libnftables socket keeps the namespace alive
+        self._lock = threading.Lock()
+        self._digests: OrderedDict[str, str] = OrderedDict()
+
+    def digest(self, table: Table, key: str) -> str:
+        """The listing digest `table` has once applied; `key` identifies it (its transaction hash)."""
+        with self._lock:
+            if key in self._digests:
+                self._digests.move_to_end(key)
+                return self._digests[key]
+            self._nft.apply(render_table_replace(table))
+            try:
+                digest = self._nft.table_digest(table.name)
+            finally:
+                self._nft.delete_table(table.name)
+            if digest is None:
+                raise NetnsError(f"table {table.name} vanished from the scratch namespace")
+            self._digests[key] = digest
+            if len(self._digests) > _CACHE:
+                self._digests.popitem(last=False)
+            return digest
+
+    def remember(self, key: str, digest: str) -> None:
+        """Record the digest read back after applying `key` to a pod (saves a scratch apply later)."""
+        with self._lock:
+            self._digests[key] = digest
+            self._digests.move_to_end(key)
+            if len(self._digests) > _CACHE:
+                self._digests.popitem(last=False)
+
+    def close(self) -> None:
+        self._nft.close()
+
+
+__all__ = ["Scratch"]

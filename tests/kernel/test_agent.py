@@ -1,0 +1,399 @@
+"""The node agent end to end on the local cluster: rulesets written by the test (compiled with `mnp
+compile` from the live pods and a policy), agents as `mnp agent` processes, real TCP between pods.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from local_cluster import LocalCluster, local_cluster
+
+pytestmark = pytest.mark.kernel
+
+REPO = Path(__file__).resolve().parents[2]
+NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
+ADDRESSES = {"srv": "192.0.2.31", "cli": "192.0.2.32", "other": "192.0.2.33"}
+NODES = {"srv": "node-1", "cli": "node-2", "other": "node-2"}
+
+
+def _pod(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": {"app": name},
+            "annotations": {
+                "k8s.v1.cni.cncf.io/networks": json.dumps([{"name": "lan", "ips": [f"{ADDRESSES[name]}/24"]}])
+            },
+        },
+        "spec": {
+            "nodeName": NODES[name],
+            "containers": [
+                {
+                    "name": "listen",
+                    "image": "socat",
+                    "command": ["socat", "TCP-LISTEN:8080,fork,reuseaddr", "SYSTEM:echo ok"],
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                }
+            ],
+        },
+    }
+
+
+NAD = {
+    "apiVersion": "k8s.cni.cncf.io/v1",
+    "kind": "NetworkAttachmentDefinition",
+    "metadata": {"name": "lan", "namespace": "default"},
+    "spec": {
+        "config": json.dumps(
+            {
+                "cniVersion": "0.4.0",
+                "type": "macvlan",
+                "mode": "bridge",
+                "master": "eth0",
+                "capabilities": {"ips": True},
+                "ipam": {"type": "static"},
+            }
+        )
+    },
+}
+
+
+def policy(allowed: list[str], name: str = "srv") -> dict[str, Any]:
+    return {
+        "apiVersion": "k8s.cni.cncf.io/v1beta1",
+        "kind": "MultiNetworkPolicy",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "annotations": {"k8s.v1.cni.cncf.io/policy-for": "lan"},
+        },
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "srv"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": {"app": a}}} for a in allowed],
+                    "ports": [{"port": "http"}],
+                }
+            ],
+        },
+    }
+
+
+class Agents:
+    """`mnp agent` processes, one per node, as the DaemonSet would run them."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports: dict[str, int] = {}
+
+    def start(self, node: str) -> None:
+        layout = self.cluster.layout
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.ports[node] = s.getsockname()[1]
+        log = open(layout.root / f"agent-{node}.log", "ab")  # noqa: SIM115 - owned by the process
+        self.procs[node] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mnp",
+                "agent",
+                "--hostname-override",
+                node,
+                "--kubeconfig",
+                str(layout.kubeconfig),
+                "--container-runtime-endpoint",
+                f"unix://{layout.node_dir(node) / 'containerd.sock'}",
+                "--resync-period",
+                "2",
+                "--health-address",
+                f"127.0.0.1:{self.ports[node]}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def kill(self, node: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        proc = self.procs.pop(node)
+        proc.send_signal(sig)
+        proc.wait(timeout=20)
+
+    def stop(self) -> None:
+        for node in list(self.procs):
+            self.kill(node, signal.SIGTERM)
+
+    def log(self, node: str) -> str:
+        return (self.cluster.layout.root / f"agent-{node}.log").read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[tuple[LocalCluster, Agents]]:
+    with local_cluster(nodes=2) as c:
+        c.kubectl("apply", "-f", str(REPO / "crds"))
+        c.apply(json.dumps(NAD))
+        c.apply("\n---\n".join(json.dumps(_pod(n)) for n in ADDRESSES))
+        c.wait_running(*ADDRESSES)
+        agents = Agents(c)
+        try:
+            for node in ("node-1", "node-2"):
+                agents.start(node)
+            yield c, agents
+        finally:
+            agents.stop()
+
+
+def compile_rulesets(c: LocalCluster, *policies: dict[str, Any]) -> str:
+    """`mnp compile` of the live pods, namespaces and NADs plus `policies`: the rulesets as YAML."""
+    live = c.kubectl("get", "pods,namespaces,network-attachment-definitions", "-A", "-o", "yaml").stdout
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "live.yaml").write_text(live)
+        (Path(d) / "policy.yaml").write_text("\n---\n".join(json.dumps(p) for p in policies) or "{}")
+        out = subprocess.run(
+            [sys.executable, "-m", "mnp", "compile", "-f", d], capture_output=True, text=True, check=True
+        )
+    return out.stdout
+
+
+def reaches(c: LocalCluster, src: str, dst: str = "srv", timeout: float = 2.0) -> bool:
+    proc = c.run_in(
+        c.pod(src),
+        "socat",
+        "-T",
+        str(timeout),
+        "-",
+        f"TCP:{ADDRESSES[dst]}:8080,connect-timeout={timeout}",
+        timeout=timeout + 5,
+    )
+    return proc.stdout.strip() == "ok"
+
+
+def applied(c: LocalCluster, name: str = "srv") -> dict[str, Any]:
+    """Wait until the ruleset's status reports its current generation, then return it."""
+
+    def current() -> bool:
+        r = c.get("pnr", name)
+        return r.get("status", {}).get("observedGeneration") == r["metadata"]["generation"]
+
+    c.wait_for(f"ruleset {name} to be acted on", current)
+    return c.get("pnr", name)
+
+
+def condition(ruleset: dict[str, Any]) -> dict[str, Any]:
+    return next(x for x in ruleset["status"]["conditions"] if x["type"] == "Applied")
+
+
+def test_a_ruleset_is_enforced_updated_and_removed_with_status(env: tuple[LocalCluster, Agents]) -> None:
+    c, _ = env
+    assert reaches(c, "cli") and reaches(c, "other")
+    c.apply(compile_rulesets(c, policy(["cli"])))
+    r = applied(c)
+    assert condition(r)["status"] == "True" and condition(r)["reason"] == "Applied"
+    assert (
+        r["status"]["appliedHash"].startswith("sha256:")
+        and r["status"]["rules"] > 0
+        and r["status"]["lastApplied"]
+    )
+    assert reaches(c, "cli") and not reaches(c, "other")
+    row = c.kubectl("get", "pnr", "srv", "--no-headers").stdout.split()
+    assert row[1] == "node-1" and row[3] == str(r["status"]["rules"]) and "True" in row
+
+    c.apply(compile_rulesets(c, policy(["cli", "other"])))
+    r2 = applied(c)
+    assert r2["metadata"]["generation"] > r["metadata"]["generation"]
+    assert r2["status"]["appliedHash"] != r["status"]["appliedHash"]
+    assert reaches(c, "cli") and reaches(c, "other")
+
+    c.kubectl("delete", "pnr", "srv")
+    c.wait_for("the table to be removed", lambda: reaches(c, "other"))
+    netns = c.netns_of(c.pod("srv"))
+    listed = subprocess.run(
+        ["nsenter", f"--net={netns}", "nft", "list", "tables"], capture_output=True, text=True
+    )
+    assert "mnp" not in listed.stdout
+
+
+def test_drift_is_repaired_within_the_resync_period_with_an_event(env: tuple[LocalCluster, Agents]) -> None:
+    c, _ = env
+    c.apply(compile_rulesets(c, policy(["cli"])))
+    applied(c)
+    assert not reaches(c, "other")
+    netns = c.netns_of(c.pod("srv"))
+    subprocess.run(["nsenter", f"--net={netns}", "nft", "flush", "table", "inet", "mnp"], check=True)
+    assert reaches(c, "other"), "the flush opened the pod (precondition of the test)"
+    c.wait_for("the drift to be repaired", lambda: not reaches(c, "other", timeout=1.0), timeout=30)
+    events = json.loads(
+        c.kubectl("get", "events", "--field-selector", "involvedObject.name=srv", "-o", "json").stdout
+    )
+    assert any(e["reason"] == "DriftRepaired" for e in events["items"])
+    c.kubectl("delete", "pnr", "srv")
+
+
+def test_an_invalid_ruleset_is_refused_and_the_last_valid_table_stays(
+    env: tuple[LocalCluster, Agents],
+) -> None:
+    c, _ = env
+    c.apply(compile_rulesets(c, policy(["cli"])))
+    good = applied(c)
+    bad = {key: good[key] for key in ("apiVersion", "kind", "spec")}
+    bad["metadata"] = {
+        key: good["metadata"][key] for key in ("name", "namespace", "labels", "ownerReferences")
+    }
+    # Passes the CRD schema (no CEL there), not the agent's own validation: a range that ends first.
+    bad["spec"]["ingress"]["rules"][0]["ports"] = [{"protocol": "TCP", "port": 9000, "endPort": 8000}]
+    c.kubectl("apply", "-f", "-", input=json.dumps(bad))
+    r = applied(c)
+    assert condition(r)["status"] == "False" and condition(r)["reason"] == "InvalidRuleset"
+    assert "spec.ingress.rules[0].ports[0]" in condition(r)["message"]
+    assert "still enforcing" in condition(r)["message"]
+    assert r["status"]["appliedHash"] == good["status"]["appliedHash"]
+    assert reaches(c, "cli") and not reaches(c, "other")
+    c.kubectl("delete", "pnr", "srv")
+
+
+def test_an_invalid_first_ruleset_isolates_the_pod_instead_of_leaving_it_open(
+    env: tuple[LocalCluster, Agents],
+) -> None:
+    c, _ = env
+    rulesets = yaml.safe_load(compile_rulesets(c, policy(["cli"])))
+    srv = next(i for i in rulesets["items"] if i["metadata"]["name"] == "srv")
+    srv["spec"]["ingress"]["rules"][0]["ports"] = [{"protocol": "TCP", "port": 9000, "endPort": 8000}]
+    c.apply(json.dumps(srv))
+    r = applied(c)
+    assert condition(r)["reason"] == "InvalidRuleset" and "isolation only" in condition(r)["message"]
+    assert not reaches(c, "cli") and not reaches(c, "other")
+    c.kubectl("delete", "pnr", "srv")
+    c.wait_for("the pod to be open again", lambda: reaches(c, "other"))
+
+
+def test_a_ruleset_for_another_pod_uid_is_not_applied(env: tuple[LocalCluster, Agents]) -> None:
+    c, _ = env
+    rulesets = yaml.safe_load(compile_rulesets(c, policy(["cli"])))
+    srv = next(i for i in rulesets["items"] if i["metadata"]["name"] == "srv")
+    srv["spec"]["podUID"] = "00000000-0000-0000-0000-000000000000"
+    c.apply(json.dumps(srv))
+    r = applied(c)
+    assert condition(r)["reason"] == "PodMismatch" and "has uid" in condition(r)["message"]
+    assert reaches(c, "other")
+    c.kubectl("delete", "pnr", "srv")
+
+
+def test_an_agent_killed_mid_burst_restarts_without_ever_opening_a_denied_flow(
+    env: tuple[LocalCluster, Agents],
+) -> None:
+    c, agents = env
+    c.apply(compile_rulesets(c, policy(["cli"])))
+    applied(c)
+    passed: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            if reaches(c, "other", timeout=0.5):
+                passed.append(time.monotonic())
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        for i in range(
+            6
+        ):  # a burst of updates (cli only <-> cli + a no-op label), agent killed in the middle
+            c.apply(compile_rulesets(c, policy(["cli"], name=f"srv-{i % 2}")))
+            if i == 2:
+                agents.kill("node-1")
+                agents.start("node-1")
+        r = applied(c)
+        c.wait_for(
+            "the restarted agent to report Applied",
+            lambda: condition(c.get("pnr", "srv"))["status"] == "True",
+        )
+    finally:
+        stop.set()
+        prober.join()
+    assert not passed, f"a denied flow passed {len(passed)} times during the restart"
+    assert reaches(c, "cli") and not reaches(c, "other")
+    assert condition(r)["status"] == "True"
+    c.kubectl("delete", "pnr", "srv")
+
+
+def _base_chain_handles(c: LocalCluster, pod: str) -> str:
+    netns = c.netns_of(c.pod(pod))
+    out = subprocess.run(
+        ["nsenter", f"--net={netns}", "nft", "-a", "list", "table", "inet", "mnp"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return "\n".join(line for line in out.splitlines() if line.strip().startswith("chain "))
+
+
+def _restart(agents: Agents, c: LocalCluster, node: str) -> None:
+    agents.kill(node)
+    before = agents.log(node).count("first sync of every ruleset done")
+    agents.start(node)
+    c.wait_for(
+        "the restarted agent's first sync",
+        lambda: agents.log(node).count("first sync of every ruleset done") > before,
+    )
+
+
+def test_an_agent_restart_rewrites_nothing_that_is_already_right(env: tuple[LocalCluster, Agents]) -> None:
+    c, agents = env
+    c.apply(compile_rulesets(c, policy(["cli"])))
+    r = applied(c)
+    handles = _base_chain_handles(c, "srv")
+    _restart(agents, c, "node-1")
+    after = c.get("pnr", "srv")
+    assert after["status"]["lastApplied"] == r["status"]["lastApplied"]
+    assert _base_chain_handles(c, "srv") == handles, "the table was rewritten"
+    assert "table applied" not in agents.log("node-1").rsplit("agent starting", 1)[-1]
+    assert reaches(c, "cli") and not reaches(c, "other")
+    c.kubectl("delete", "pnr", "srv")
+
+
+def test_a_table_whose_ruleset_went_while_the_agent_was_down_is_removed_at_start(
+    env: tuple[LocalCluster, Agents],
+) -> None:
+    c, agents = env
+    c.apply(compile_rulesets(c, policy(["cli"])))
+    applied(c)
+    agents.kill("node-1")
+    try:
+        c.kubectl("delete", "pnr", "srv")
+        assert not reaches(c, "other"), "nobody removes the table while the agent is down"
+    finally:
+        agents.start("node-1")
+    c.wait_for("the stale table to be removed", lambda: reaches(c, "other"))
+
+
+def test_the_agent_serves_health_readiness_and_metrics(env: tuple[LocalCluster, Agents]) -> None:
+    c, agents = env
+    c.apply(compile_rulesets(c, policy(["cli"])))
+    applied(c)
+    base = f"http://127.0.0.1:{agents.ports['node-1']}"
+    for path in ("/healthz", "/readyz"):
+        with urllib.request.urlopen(base + path, timeout=5) as answer:
+            assert answer.status == 200, path
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    assert 'mnp_agent_applies_total{result="success"}' in text
+    assert "mnp_agent_apply_seconds_bucket" in text and "mnp_agent_rulesets 1.0" in text
+    c.kubectl("delete", "pnr", "srv")
