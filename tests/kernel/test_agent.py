@@ -5,6 +5,7 @@ compile` from the live pods and a policy), agents as `mnp agent` processes, real
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -173,15 +174,25 @@ def compile_rulesets(c: LocalCluster, *policies: dict[str, Any]) -> str:
     return out.stdout
 
 
-def reaches(c: LocalCluster, src: str, dst: str = "srv", timeout: float = 2.0) -> bool:
-    proc = c.run_in(
-        c.pod(src),
-        "socat",
-        "-T",
-        str(timeout),
-        "-",
-        f"TCP:{ADDRESSES[dst]}:8080,connect-timeout={timeout}",
+def reaches(
+    c: LocalCluster, src: str, dst: str = "srv", timeout: float = 2.0, netns: str | None = None
+) -> bool:
+    """Does a TCP connection from pod `src` to `dst`:8080 get the listener's answer?"""
+    proc = subprocess.run(
+        [
+            "nsenter",
+            f"--net={netns or c.netns_of(c.pod(src))}",
+            "--",
+            "socat",
+            "-T",
+            str(timeout),
+            "-",
+            f"TCP:{ADDRESSES[dst]}:8080,connect-timeout={timeout}",
+        ],
+        capture_output=True,
+        text=True,
         timeout=timeout + 5,
+        check=False,
     )
     return proc.stdout.strip() == "ok"
 
@@ -396,4 +407,125 @@ def test_the_agent_serves_health_readiness_and_metrics(env: tuple[LocalCluster, 
         text = answer.read().decode()
     assert 'mnp_agent_applies_total{result="success"}' in text
     assert "mnp_agent_apply_seconds_bucket" in text and "mnp_agent_rulesets 1.0" in text
+    c.kubectl("delete", "pnr", "srv")
+
+
+def _fault(c: LocalCluster, **switches: Any) -> None:
+    c.kubectl("create", "--raw", "/mnp-admin/faults", "-f", "-", input=json.dumps(switches))
+
+
+def test_enforcement_survives_api_faults_and_the_agent_catches_up(env: tuple[LocalCluster, Agents]) -> None:
+    c, _ = env
+    c.apply(compile_rulesets(c, policy(["cli"])))
+    applied(c)
+    try:
+        _fault(c, dropWatches=True)
+        _fault(c, watchGone=True)
+        _fault(c, failNext={"count": 4, "code": 503, "pathPrefix": "/apis/mnp.dev"})
+        assert reaches(c, "cli") and not reaches(c, "other")
+        c.apply(compile_rulesets(c, policy(["cli", "other"])))
+        r = applied(c)
+        assert condition(r)["status"] == "True"
+        assert reaches(c, "other")
+    finally:
+        _fault(c, reset=True)
+    c.kubectl("delete", "pnr", "srv")
+
+
+def test_enforcement_goes_on_while_the_api_server_is_down_and_catches_up_after(
+    env: tuple[LocalCluster, Agents],
+) -> None:
+    c, _ = env
+    c.apply(compile_rulesets(c, policy(["cli"])))
+    applied(c)
+    layout = c.layout
+    port = yaml.safe_load(layout.kubeconfig.read_text())["clusters"][0]["cluster"]["server"].rsplit(":", 1)[1]
+    cli, other = (c.netns_of(c.pod(n)) for n in ("cli", "other"))
+    pid = int(layout.pid_file("apiserver").read_text())
+    os.kill(pid, signal.SIGKILL)
+    try:
+        time.sleep(1)
+        assert reaches(c, "cli", netns=cli) and not reaches(c, "other", netns=other), "enforcement stopped"
+    finally:
+        with open(layout.log_file("apiserver"), "ab") as log:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mnp",
+                    "local",
+                    "apiserver",
+                    "--dir",
+                    str(layout.api_dir),
+                    "--address",
+                    f"127.0.0.1:{port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        layout.pid_file("apiserver").write_text(f"{proc.pid}\n")
+    c.wait_for(
+        "the API server to serve again", lambda: c.kubectl("get", "pnr", "srv", check=False).returncode == 0
+    )
+    c.apply(compile_rulesets(c, policy(["cli", "other"])))
+    applied(c)
+    c.wait_for("the update made after the restart to be enforced", lambda: reaches(c, "other"))
+    c.kubectl("delete", "pnr", "srv")
+
+
+def test_without_a_reachable_cri_socket_the_agent_finds_pods_through_procfs(
+    env: tuple[LocalCluster, Agents],
+) -> None:
+    c, agents = env
+    agents.kill("node-1")
+    layout = c.layout
+    log_path = layout.root / "agent-node-1-procfs.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mnp",
+                "agent",
+                "--hostname-override",
+                "node-1",
+                "--kubeconfig",
+                str(layout.kubeconfig),
+                "--container-runtime-endpoint",
+                f"unix://{layout.root}/no-such.sock",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        c.apply(compile_rulesets(c, policy(["cli"])))
+        r = applied(c)
+        assert condition(r)["status"] == "True", condition(r)
+        assert reaches(c, "cli") and not reaches(c, "other")
+        assert "procfs" in log_path.read_text()
+        c.kubectl("delete", "pnr", "srv")
+        c.wait_for("the table to be removed", lambda: reaches(c, "other"))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        agents.start("node-1")
+
+
+def test_a_pod_recreated_under_the_same_name_never_gets_the_old_pods_table(
+    env: tuple[LocalCluster, Agents],
+) -> None:
+    c, _ = env
+    c.apply(compile_rulesets(c, policy(["cli"])))
+    stale = applied(c)
+    c.kubectl("delete", "pod", "srv", "--wait=true", "--timeout=60s")
+    c.apply(json.dumps(_pod("srv")))
+    c.wait_running("srv")
+    # The old ruleset went with the old pod (ownerReference); a stale writer brings it back.
+    leftover = {k: stale[k] for k in ("apiVersion", "kind", "spec")}
+    leftover["metadata"] = {"name": "srv", "namespace": "default", "labels": stale["metadata"]["labels"]}
+    c.apply(json.dumps(leftover))
+    r = applied(c)
+    assert condition(r)["reason"] == "PodMismatch"
+    assert reaches(c, "other"), "the old pod's ruleset was applied to the new pod"
     c.kubectl("delete", "pnr", "srv")
