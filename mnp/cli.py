@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mnp.api.errors import InvalidInput
+from mnp.api.errors import InvalidInput, MnpError
 from mnp.api.ruleset import API_VERSION, PodRef, ruleset_object, spec_from_object
 from mnp.compiler.compile import (
     DEFAULT_NETWORK_PLUGINS,
@@ -162,6 +162,7 @@ def run_render(args: argparse.Namespace) -> int:
 def run_agent(args: argparse.Namespace) -> int:
     import asyncio
 
+    from mnp.agent.agent import BadCustomRules
     from mnp.agent.main import AgentFlags, node_name
     from mnp.agent.main import run_agent as agent_main
     from mnp.local.nodes.cri import CriClient
@@ -180,7 +181,18 @@ def run_agent(args: argparse.Namespace) -> int:
         workers=max(1, args.workers),
         cri_connect=CriClient,
     )
-    asyncio.run(agent_main(flags))
+    try:
+        asyncio.run(agent_main(flags))
+    except BadCustomRules as e:
+        for slot, rule, why in e.bad:
+            path = getattr(args, f"custom_{slot}_rule_file")
+            lines = Path(path).read_text().splitlines()
+            number = next((i for i, line in enumerate(lines, start=1) if line.strip() == rule), 0)
+            print(f"error: {path}:{number}: nft refuses the rule {rule!r}: {why}", file=sys.stderr)
+        return 1
+    except MnpError as e:  # unreachable API server, bad kubeconfig, ...: one line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

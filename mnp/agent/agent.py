@@ -108,13 +108,27 @@ class AgentConfig:
     workers: int = 4
 
 
+class BadCustomRules(NftError):
+    """A custom rule nft refuses: the agent does not start (it would fail on every pod)."""
+
+    def __init__(self, bad: list[tuple[str, str, str]]) -> None:
+        self.bad = bad
+        lines = "; ".join(f"{slot.replace('_', ' ')} rule {rule!r}: {why}" for slot, rule, why in bad)
+        super().__init__(f"custom rules refused by nft: {lines}")
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Agent:
     def __init__(
-        self, client: Client, config: AgentConfig, finder: Finder, metrics: Metrics | None = None
+        self,
+        client: Client,
+        config: AgentConfig,
+        finder: Finder,
+        metrics: Metrics | None = None,
+        scratch: Scratch | None = None,
     ) -> None:
         self.client = client
         self.config = config
@@ -127,7 +141,7 @@ class Agent:
         self.queue: KeyQueue[Key] = KeyQueue()
         self.tables: dict[Key, PodTable] = {}
         self.events = EventRecorder(client, "mnp-agent", config.node)
-        self.scratch = Scratch()
+        self.scratch = scratch or Scratch()
         self.ready = asyncio.Event()
         self._initial: set[Key] = set()
 
@@ -443,4 +457,4 @@ def _running(pod: Mapping[str, Any]) -> bool:
     return not (pod.get("spec") or {}).get("hostNetwork") and bool(meta.get("uid"))
 
 
-__all__ = ["Agent", "AgentConfig", "Finder", "Metrics", "NoMetrics", "PodTable"]
+__all__ = ["Agent", "AgentConfig", "BadCustomRules", "Finder", "Metrics", "NoMetrics", "PodTable"]

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnp.agent.agent import Agent, AgentConfig
+from mnp.agent.agent import Agent, AgentConfig, BadCustomRules
 from mnp.agent.netns import CriFinder, NetnsFinder, ProcfsFinder, SandboxLookup
+from mnp.agent.scratch import Scratch
 from mnp.kube.client import Client
 from mnp.nft.render import RenderOptions
 from mnp.obs.health import HealthServer
@@ -42,6 +43,11 @@ def node_name(override: str | None) -> str:
 
 
 async def run_agent(flags: AgentFlags) -> None:
+    scratch = Scratch()
+    bad = scratch.check_custom_rules(flags.options)
+    if bad:
+        scratch.close()
+        raise BadCustomRules(bad)
     client = await Client.from_environment(flags.kubeconfig)
     metrics = AgentMetrics()
     cri = (
@@ -55,6 +61,7 @@ async def run_agent(flags: AgentFlags) -> None:
         AgentConfig(flags.node, flags.options, flags.resync_period, flags.workers),
         finder,
         metrics,
+        scratch,
     )
     # /healthz, /readyz and /metrics are served on each address given (one server if both are equal).
     addresses = dict.fromkeys(a for a in (flags.health_address, flags.metrics_address) if a)

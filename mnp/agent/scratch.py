@@ -12,11 +12,14 @@ import ctypes
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 
-from mnp.api.errors import NetnsError
+from mnp.api.errors import NetnsError, NftError
+from mnp.api.ruleset import DirectionRules, RulesetSpec
 from mnp.nft.apply import NetnsNft
+from mnp.nft.custom import CustomRules
 from mnp.nft.model import Table
-from mnp.nft.render import render_table_replace
+from mnp.nft.render import RenderOptions, build_table, render_table_replace
 
 _CLONE_NEWNET = 0x40000000
 _CACHE = 512
@@ -84,6 +87,29 @@ class Scratch:
             self._digests.move_to_end(key)
             if len(self._digests) > _CACHE:
                 self._digests.popitem(last=False)
+
+    def check_custom_rules(self, options: RenderOptions) -> list[tuple[str, str, str]]:
+        """Apply each custom rule alone in a table of this namespace; the ones nft refuses.
+
+        Returns (family_direction, rule, nft's message) for each refused rule, so a bad rule file is a
+        startup error naming the rule, not a failure on every pod later.
+        """
+        bad: list[tuple[str, str, str]] = []
+        custom = options.custom
+        for slot in ("v4_ingress", "v4_egress", "v6_ingress", "v6_egress"):
+            for rule in getattr(custom, slot):
+                alone = replace(options, custom=CustomRules(**{slot: (rule,)}))
+                direction = DirectionRules(isolated=("eth0",))
+                spec = RulesetSpec(pod_uid="check", node="check", ingress=direction, egress=direction)
+                table = build_table(spec, alone)
+                with self._lock:
+                    try:
+                        self._nft.apply(render_table_replace(table))
+                    except NftError as e:
+                        bad.append((slot, rule, str(e).split(": ", 1)[-1].splitlines()[0]))
+                    finally:
+                        self._nft.delete_table(table.name)
+        return bad
 
     def close(self) -> None:
         self._nft.close()

@@ -529,3 +529,31 @@ def test_a_pod_recreated_under_the_same_name_never_gets_the_old_pods_table(
     assert condition(r)["reason"] == "PodMismatch"
     assert reaches(c, "other"), "the old pod's ruleset was applied to the new pod"
     c.kubectl("delete", "pnr", "srv")
+
+
+def test_a_custom_rule_nft_refuses_stops_the_agent_at_start_naming_file_and_line(tmp_path: Path) -> None:
+    rules = tmp_path / "v4-ingress.rules"
+    rules.write_text(
+        "# allow the monitoring host\nip saddr 203.0.113.9 accept\nip saddr 10.0.0.0/8 bogus-keyword accept\n"
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnp",
+            "agent",
+            "--hostname-override",
+            "node-1",
+            "--kubeconfig",
+            str(tmp_path / "none"),
+            "--custom-v4-ingress-rule-file",
+            str(rules),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert f"{rules}:3: nft refuses the rule 'ip saddr 10.0.0.0/8 bogus-keyword accept'" in out.stderr
+    assert "203.0.113.9" not in out.stderr
