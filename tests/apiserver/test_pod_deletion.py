@@ -5,6 +5,7 @@ rest.BeforeDelete); unbound and terminal pods go at once."""
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,9 +89,32 @@ def test_a_delete_with_grace_zero_removes_a_terminating_pod(h: Http, ns: str) ->
     h.ok("DELETE", f"{pods_path(ns)}/p")
     h.ok("DELETE", f"{pods_path(ns)}/p", {"gracePeriodSeconds": 0})
     assert h.call("GET", f"{pods_path(ns)}/p")[0] == 404
-    w.wait_for(3)
-    assert w.names() == [("ADDED", "p"), ("MODIFIED", "p"), ("DELETED", "p")]
+    w.wait_for(4)
+    assert w.names() == [("ADDED", "p"), ("MODIFIED", "p"), ("MODIFIED", "p"), ("DELETED", "p")]
+    last_update = w.events[2][1]["metadata"]
+    assert last_update["deletionGracePeriodSeconds"] == 0, "the store writes grace 0, then deletes"
     w.close()
+
+
+def test_a_graceless_delete_shows_watchers_the_deletion_before_the_removal(h: Http, ns: str) -> None:
+    make_pod(h, ns, "unbound", node=None)
+    w = h.watch(pods_path(ns), resourceVersion="0")
+    gone = h.ok("DELETE", f"{pods_path(ns)}/unbound")
+    assert gone["metadata"]["deletionGracePeriodSeconds"] == 0
+    w.wait_for(3)
+    assert w.names() == [("ADDED", "unbound"), ("MODIFIED", "unbound"), ("DELETED", "unbound")]
+    assert w.events[1][1]["metadata"]["deletionTimestamp"]
+    w.close()
+
+
+def test_shortening_a_grace_period_never_moves_the_deletion_into_the_past(h: Http, ns: str) -> None:
+    make_pod(h, ns, "p")
+    h.ok("DELETE", f"{pods_path(ns)}/p", {"gracePeriodSeconds": 3})
+    time.sleep(2.5)  # the shortened deadline (start + 1 s) is now in the past
+    got = h.ok("DELETE", f"{pods_path(ns)}/p", {"gracePeriodSeconds": 1})["metadata"]
+    assert got["deletionGracePeriodSeconds"] == 1, "a graceful request keeps the minimum period"
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert abs(seconds_between(now, got["deletionTimestamp"])) <= 1
 
 
 def test_unbound_and_terminal_pods_are_removed_at_once(h: Http, ns: str) -> None:

@@ -255,12 +255,6 @@ class Lifecycle:
         if not finalizers and pending is None:
             return self.store.write(t, old, None, opts)
         if meta.get("deletionTimestamp") and finalizers == meta.get("finalizers") and pending is None:
-            if meta.get("deletionGracePeriodSeconds"):
-                # A pod in its grace period, shortened to 0 while finalizers still hold it.
-                new = copy.deepcopy(old)
-                new["metadata"]["deletionTimestamp"] = adm.timestamp(self.store.clock())
-                new["metadata"]["deletionGracePeriodSeconds"] = 0
-                return self.store.write(t, old, new, opts)
             return old
         new = copy.deepcopy(old)
         if finalizers:
@@ -270,6 +264,10 @@ class Lifecycle:
         new["metadata"].setdefault("deletionTimestamp", adm.timestamp(self.store.clock()))
         new["metadata"].setdefault("deletionGracePeriodSeconds", 0)
         stored = self.store.write(t, old, new, opts)
+        if isinstance(pending, tuple) and pending[1] == 0 and not finalizers:
+            # "the registry supports grace period mechanism and we are intentionally delete
+            # gracelessly": the store writes the update (watchers see MODIFIED), then deletes.
+            return self.store.write(t, stored, None, opts)
         if FOREGROUND in finalizers and not opts.dry_run:
             for loc in sorted(self.dependents.get(uid, set())):
                 dep = self.store.storage.get(*loc)
@@ -279,27 +277,31 @@ class Lifecycle:
         return stored
 
     def _pod_grace(self, pod: dict[str, Any], requested: int | None) -> tuple[str, int] | str | None:
-        """The grace period a pod deletion starts or shortens, as the real server's BeforeDelete and
-        the pod strategy's CheckGracefulDelete decide it.
+        """The deletion a pod gets, as the real server's rest.BeforeDelete and the pod strategy's
+        CheckGracefulDelete decide it.
 
-        Returns (deletionTimestamp, seconds) to start or shorten the grace period, "pending" when a
-        grace period already running is kept, and None when the pod goes at once (grace 0: unbound,
-        terminal, or asked for 0).
+        Returns (deletionTimestamp, seconds) to start or shorten a grace period (seconds 0: written,
+        then removed at once, as for an unbound or terminal pod or a request for 0); "pending" when a
+        running grace period is kept; None when the pod is already being deleted with grace 0 (no
+        update: removed, or held by finalizers).
         """
         meta = _meta(pod)
         if requested is not None and requested < 0:
             requested = 1  # "Negative values will be treated as the value `1s` on the delete path."
         current = meta.get("deletionGracePeriodSeconds")
         since = adm.parse_time(meta.get("deletionTimestamp") or "")
+        now = self.store.clock()
         if since is not None:
             # "if we are already being deleted, we may only shorten the deletion grace period"
             if not current:
                 return None
             if requested is None or requested >= int(current):
                 return "pending"
-            if requested == 0:
-                return None
             until = since - datetime.timedelta(seconds=int(current)) + datetime.timedelta(seconds=requested)
+            if until < now:
+                # "Prevent shortening the grace period moving deletionTimestamp into the past"; a
+                # graceful request keeps the minimum period so that its kubelet still finishes it.
+                until, requested = now, (1 if requested else 0)
             return adm.timestamp(until), requested
         spec = pod.get("spec") or {}
         seconds = requested
@@ -307,10 +309,7 @@ class Lifecycle:
             seconds = int(spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS))
         if not spec.get("nodeName") or (pod.get("status") or {}).get("phase") in TERMINAL_PHASES:
             seconds = 0
-        if seconds <= 0:
-            return None
-        until = self.store.clock() + datetime.timedelta(seconds=seconds)
-        return adm.timestamp(until), seconds
+        return adm.timestamp(now + datetime.timedelta(seconds=max(seconds, 0))), max(seconds, 0)
 
     def _orphan(self, loc: Loc, owner_uid: str) -> None:
         obj = self.store.storage.get(*loc)
