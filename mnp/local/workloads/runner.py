@@ -54,6 +54,7 @@ EXPECTATION_TTL = 30.0  # seconds before unobserved creates/deletes are given up
 RETRY_DELAY = 0.2
 ERROR_DELAY = 1.0
 MAX_ERROR_DELAY = 60.0
+RESYNC_SECONDS = 300.0
 
 
 def utc_now() -> datetime.datetime:
@@ -105,6 +106,21 @@ class Controllers:
                 await informer.synced.wait()
             log.info("workload controllers started", extra={"server": self.client.server})
             tasks.create_task(self._work())
+            tasks.create_task(self._resync())
+
+    async def _resync(self) -> None:
+        """Every object again now and then: a safety net under the level-triggered events."""
+        while True:
+            await asyncio.sleep(RESYNC_SECONDS)
+            for kind, informer in (
+                ("Deployment", self.deployments),
+                ("ReplicaSet", self.replicasets),
+                ("DaemonSet", self.daemonsets),
+            ):
+                for obj in informer.items():
+                    self.enqueue((kind, namespace(obj), name(obj)))
+            self.enqueue(SCHEDULER)
+            self.enqueue(PODGC)
 
     # --- events → keys --------------------------------------------------------------------------
     def enqueue(self, key: Key) -> None:
