@@ -81,6 +81,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_render_options(r)
 
+    k = sub.add_parser(
+        "controller", help="the cluster controller: policies -> PodNetworkRulesets (a Deployment)"
+    )
+    k.add_argument("--kubeconfig", type=Path, help="default: in-cluster config, else $KUBECONFIG")
+    k.add_argument(
+        "--network-plugins",
+        type=_network_plugins,
+        default=DEFAULT_NETWORK_PLUGINS,
+        help="CNI types whose networks are policed (default macvlan; known: macvlan,ipvlan,sriov)",
+    )
+    k.add_argument(
+        "--leader-elect", action="store_true", help="run only while holding the Lease (for replicas)"
+    )
+    k.add_argument("--leader-election-namespace", default="mnp-system", help="namespace of the Lease")
+    k.add_argument("--resync-period", type=float, default=300.0, help="seconds between full passes (300)")
+    k.add_argument("--health-address", default="", help="HOST:PORT for /healthz and /readyz (off)")
+    k.add_argument("--metrics-address", default="", help="HOST:PORT for /metrics (off)")
+    k.add_argument("--log-format", choices=("text", "json"), default="text")
+
     a = sub.add_parser("agent", help="the node agent: enforce this node's PodNetworkRulesets (a DaemonSet)")
     a.add_argument("--hostname-override", help="this node's name (default: $NODE_NAME, else the hostname)")
     a.add_argument("--kubeconfig", type=Path, help="default: in-cluster config, else $KUBECONFIG")
@@ -196,10 +215,41 @@ def run_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_controller(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from mnp.controller.main import ControllerFlags
+    from mnp.controller.main import run_controller as controller_main
+    from mnp.obs.log import setup
+
+    setup(json_format=args.log_format == "json", component="controller")
+    flags = ControllerFlags(
+        kubeconfig=args.kubeconfig,
+        network_plugins=args.network_plugins,
+        leader_elect=args.leader_elect,
+        leader_election_namespace=args.leader_election_namespace,
+        health_address=args.health_address,
+        metrics_address=args.metrics_address,
+        resync_period=args.resync_period,
+    )
+    try:
+        asyncio.run(controller_main(flags))
+    except MnpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"compile": run_compile, "render": run_render, "local": run_local, "agent": run_agent}
+    handlers = {
+        "compile": run_compile,
+        "render": run_render,
+        "local": run_local,
+        "agent": run_agent,
+        "controller": run_controller,
+    }
     try:
         return handlers[args.command](args)
     except (ManifestError, InvalidInput) as e:

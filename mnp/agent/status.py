@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mnp.api.ruleset import DirectionRules, RulesetSpec, is_valid_ifname
+from mnp.api.status import same_status
 
 APPLIED = "Applied"
 # Reasons of the Applied condition.
@@ -74,19 +75,6 @@ def ruleset_status(
     if last and "appliedHash" in out:
         out["lastApplied"] = last
     return out
-
-
-def same_status(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
-    """Equal but for timestamps that only move (so a no-op sync writes nothing)."""
-
-    def strip(s: Mapping[str, Any] | None) -> dict[str, Any]:
-        s = dict(s or {})
-        s["conditions"] = [
-            {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in s.get("conditions") or []
-        ]
-        return s
-
-    return strip(a) == strip(b)
 
 
 def isolation_only(raw: Any, pod_uid: str, node: str) -> RulesetSpec | None:

@@ -1,0 +1,1 @@
+"""The cluster controller: every MultiNetworkPolicy compiled into PodNetworkRulesets, and policy status."""

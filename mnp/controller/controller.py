@@ -1,0 +1,309 @@
+"""The controller's loop: policies, pods, namespaces and NADs in; PodNetworkRulesets and status out.
+
+Every watch event marks what it touches: a change to a policy, pod, namespace or NAD re-parses that one
+object (the parsed cache is kept per object) and schedules a compile; a change to a ruleset (the
+agents' status) schedules only a policy status pass. Changes arriving together are coalesced (a short
+debounce), so a burst costs one compile. The writes are only real differences (`plan_writes`), so a
+no-op resync makes zero API writes; policy status is patched only when it changes, and an invalid
+policy raises one Event per new problem, not one per pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mnp.api.cluster import Namespace, Network, Pod, parse_namespace, parse_network, parse_pod
+from mnp.api.policy import Policy, parse_policy
+from mnp.api.refs import Diagnostic
+from mnp.api.status import same_status
+from mnp.compiler.compile import CompileOptions, CompileResult, Snapshot, compile_rulesets
+from mnp.controller.plan import Action, Key, Write, desired_rulesets, plan_writes, policy_status
+from mnp.kube.client import Client, PatchType
+from mnp.kube.errors import KubeApiError, KubeConflict, KubeNotFound
+from mnp.kube.events import WARNING, EventRecorder
+from mnp.kube.resources import MNPS, NADS, NAMESPACES, PODS, RULESETS
+from mnp.kube.watch import Informer, WatchEvent
+
+log = logging.getLogger(__name__)
+DEBOUNCE_S = 0.05
+FIELD_MANAGER = "mnp-controller"
+
+
+class Metrics(Protocol):
+    def observe_compile(self, seconds: float) -> None: ...
+
+    def ruleset_written(self, action: str) -> None: ...
+
+    def set_queue_depth(self, depth: int) -> None: ...
+
+    def api_error(self, verb: str) -> None: ...
+
+
+@dataclass
+class ControllerConfig:
+    options: CompileOptions = field(default_factory=CompileOptions)
+    resync_period: float = 300.0
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key(obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+class Parsed:
+    """The compiler's view of the cluster, re-parsed one object at a time as events arrive."""
+
+    def __init__(self) -> None:
+        self.policies: dict[Key, Policy] = {}
+        self.pods: dict[Key, Pod] = {}
+        self.namespaces: dict[str, Namespace] = {}
+        self.networks: dict[Key, Network] = {}
+
+    def apply(self, kind: str, event: WatchEvent) -> None:
+        key, gone = _key(event.obj), event.type == "DELETED"
+        if kind == "policy":
+            self._set(self.policies, key, None if gone else parse_policy(event.obj)[0])
+        elif kind == "pod":
+            self._set(self.pods, key, None if gone else parse_pod(event.obj)[0])
+        elif kind == "namespace":
+            self._set(self.namespaces, key[1], None if gone else parse_namespace(event.obj))
+        elif kind == "network":
+            self._set(self.networks, key, None if gone else parse_network(event.obj))
+
+    @staticmethod
+    def _set(table: dict[Any, Any], key: Any, value: Any) -> None:
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            tuple(self.policies[k] for k in sorted(self.policies)),
+            tuple(self.pods[k] for k in sorted(self.pods)),
+            tuple(self.namespaces[k] for k in sorted(self.namespaces)),
+            tuple(self.networks[k] for k in sorted(self.networks)),
+        )
+
+
+class Controller:
+    def __init__(self, client: Client, config: ControllerConfig, metrics: Metrics) -> None:
+        self.client = client
+        self.config = config
+        self.metrics = metrics
+        self.informers = {
+            "policy": Informer(client, MNPS),
+            "pod": Informer(client, PODS),
+            "namespace": Informer(client, NAMESPACES),
+            "network": Informer(client, NADS),
+        }
+        self.rulesets = Informer(client, RULESETS)
+        self.parsed = Parsed()
+        self.events = EventRecorder(client, "mnp-controller")
+        self.result: CompileResult | None = None
+        self.ready = asyncio.Event()
+        self._compile_needed = asyncio.Event()
+        self._status_needed = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._status_subresource = True
+        self._reported: dict[str, tuple[int, tuple[str, ...]]] = {}  # policy uid -> (generation, problems)
+
+    # ---- running ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Watch and reconcile until cancelled (call while leading)."""
+        for kind, informer in self.informers.items():
+            informer.add_handler(self._handler(kind))
+        self.rulesets.add_handler(self._on_ruleset)
+        tasks = [asyncio.create_task(i.run()) for i in (*self.informers.values(), self.rulesets)]
+        try:
+            for informer in (*self.informers.values(), self.rulesets):
+                await informer.synced.wait()
+            log.info(
+                "controller synced its watches", extra={k: len(i.items()) for k, i in self.informers.items()}
+            )
+            self._compile_needed.set()
+            self._wake.set()
+            tasks.append(asyncio.create_task(self._resync()))
+            await self._loop()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _handler(self, kind: str) -> Any:
+        async def on_event(event: WatchEvent) -> None:
+            self.parsed.apply(kind, event)
+            self._compile_needed.set()
+            self._wake.set()
+
+        return on_event
+
+    async def _on_ruleset(self, event: WatchEvent) -> None:
+        self._status_needed.set()
+        if event.type == "DELETED" or _key(event.obj) not in self._desired_keys():
+            self._compile_needed.set()  # someone deleted or added a ruleset: restore what should be
+        self._wake.set()
+
+    def _desired_keys(self) -> set[Key]:
+        if self.result is None:
+            return set()
+        return {(r.namespace, r.name) for r in self.result.rulesets}
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resync_period)
+            self._compile_needed.set()
+            self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(DEBOUNCE_S)  # let a burst of events land first
+            self._wake.clear()
+            try:
+                if self._compile_needed.is_set():
+                    self._compile_needed.clear()
+                    await self.reconcile()
+                    self._status_needed.set()
+                if self._status_needed.is_set():
+                    self._status_needed.clear()
+                    await self.update_policy_status()
+                if not self.ready.is_set():
+                    self.ready.set()
+            except Exception as e:  # a pass that fails is retried; the controller never stops over it
+                log.warning(
+                    "reconcile failed, retrying",
+                    extra={"error": repr(e)},
+                    exc_info=not isinstance(e, KubeApiError),
+                )
+                self._compile_needed.set()
+                await asyncio.sleep(1.0)
+                self._wake.set()
+
+    # ---- rulesets --------------------------------------------------------------------------------
+
+    async def reconcile(self) -> list[Write]:
+        snapshot = self.parsed.snapshot()
+        started = time.monotonic()
+        result = await asyncio.to_thread(compile_rulesets, snapshot, self.config.options)
+        self.metrics.observe_compile(time.monotonic() - started)
+        self.result = result
+        desired = desired_rulesets(result.rulesets, snapshot.pods)
+        existing = {_key(r): r for r in self.rulesets.items()}
+        writes = plan_writes(desired, existing)
+        unchanged = len(desired) - sum(1 for w in writes if w.action is not Action.DELETE)
+        for _ in range(max(0, unchanged)):
+            self.metrics.ruleset_written("unchanged")
+        await asyncio.gather(*(self._write(w) for w in writes))
+        if writes:
+            counts = {f"rulesets_{a.value}": sum(1 for w in writes if w.action is a) for a in Action}
+            log.info("rulesets written", extra={**counts, "rulesets_unchanged": unchanged})
+        return writes
+
+    async def _write(self, w: Write) -> None:
+        ns, name = w.key
+        try:
+            if w.action is Action.CREATE and w.body is not None:
+                await self.client.create(RULESETS, w.body, ns, field_manager=FIELD_MANAGER)
+            elif w.action is Action.UPDATE and w.body is not None:
+                await self.client.replace(RULESETS, w.body, field_manager=FIELD_MANAGER)
+            elif w.action is Action.DELETE:
+                await self.client.delete(RULESETS, name, ns, uid=w.uid or None)
+            self.metrics.ruleset_written(w.action.value)
+        except KubeNotFound:
+            if w.action is not Action.DELETE:  # the pod (owner) or namespace went meanwhile
+                self._compile_needed.set()
+        except KubeConflict:
+            self._compile_needed.set()  # someone else wrote it first: the next pass sees their version
+            self._wake.set()
+        except KubeApiError as e:
+            self.metrics.api_error(w.action.value)
+            log.warning(
+                "ruleset write failed",
+                extra={"ruleset": f"{ns}/{name}", "action": w.action.value, "error": str(e)},
+            )
+            self._compile_needed.set()
+            self._wake.set()
+
+    # ---- policy status ---------------------------------------------------------------------------
+
+    async def update_policy_status(self) -> None:
+        if self.result is None:
+            return
+        rulesets = {_key(r): r for r in self.rulesets.items()}
+        problems: dict[str, list[Diagnostic]] = {}
+        for d in self.result.diagnostics:
+            problems.setdefault(str(d.obj), []).append(d)
+        stamp = now()
+        for raw in self.informers["policy"].items():
+            meta = raw.get("metadata") or {}
+            key = f"{meta.get('namespace')}/{meta.get('name')}"
+            policy = self.parsed.policies.get(_key(raw))
+            own = [*(policy.problems if policy else ()), *problems.get(key, [])]
+            own = list(dict.fromkeys(own))
+            status = policy_status(raw, self.result.selected.get(key, ()), own, rulesets, stamp)
+            await self._report_problems(raw, own)
+            if self._status_subresource and not same_status(raw.get("status"), status):
+                await self._patch_policy_status(raw, status)
+
+    async def _patch_policy_status(self, raw: Mapping[str, Any], status: dict[str, Any]) -> None:
+        meta = raw.get("metadata") or {}
+        try:
+            await self.client.patch_status(
+                MNPS,
+                str(meta.get("name")),
+                {"status": status},
+                str(meta.get("namespace")),
+                type=PatchType.MERGE,
+            )
+        except KubeNotFound as e:
+            if "status" in str(e) or self.informers["policy"].get(
+                str(meta.get("namespace")), str(meta.get("name"))
+            ):
+                # The upstream CRD has no status subresource: enforce anyway, say so once.
+                self._status_subresource = False
+                log.warning(
+                    "the MultiNetworkPolicy CRD has no status subresource: policy status is not written "
+                    "(mnp's crds/ add it)"
+                )
+        except KubeApiError as e:
+            self.metrics.api_error("patch-status")
+            log.warning(
+                "policy status not written",
+                extra={"policy": f"{meta.get('namespace')}/{meta.get('name')}", "error": str(e)},
+            )
+
+    async def _report_problems(self, raw: Mapping[str, Any], problems: list[Diagnostic]) -> None:
+        meta = raw.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
+        messages = tuple(sorted({f"{d.field}: {d.message}" if d.field else d.message for d in problems}))
+        generation = int(meta.get("generation") or 0)
+        if not messages:
+            self._reported.pop(uid, None)
+            return
+        if self._reported.get(uid) == (generation, messages):
+            return
+        old = {c.get("type"): c for c in (raw.get("status") or {}).get("conditions") or []}
+        accepted = old.get("Accepted") or {}
+        self._reported[uid] = (generation, messages)
+        if (
+            accepted.get("status") == "False"
+            and accepted.get("message") == "; ".join(messages)
+            and accepted.get("observedGeneration") == generation
+        ):
+            return  # reported before this controller started
+        await self.events.record(dict(raw), WARNING, "InvalidPolicy", "; ".join(messages))
+
+
+__all__ = ["Controller", "ControllerConfig", "Parsed"]
