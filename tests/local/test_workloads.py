@@ -21,6 +21,7 @@ from mnp.kube import resources as kr
 from mnp.kube.client import Client
 from mnp.kube.errors import KubeNotFound
 from mnp.local.apiserver import server as apiserver
+from mnp.local.workloads import objects as ob
 from mnp.local.workloads.daemonsets import reconcile_daemonset
 from mnp.local.workloads.deployments import reconcile_deployment
 from mnp.local.workloads.objects import Bind, Create, Delete, Patch, Record, template_hash
@@ -286,6 +287,24 @@ def test_a_replicaset_ignores_pods_of_other_owners_and_writes_no_unchanged_statu
         "observedGeneration": 1,
     }
     assert reconcile_replicaset(rs, [mine, owned_pod(other, "theirs", node_name="n")]) == []
+
+
+def test_a_replicaset_adopts_matching_orphans_and_releases_pods_relabelled_out_of_its_selector() -> None:
+    rs = workload("ReplicaSet", "rs", replicas=2)
+    orphan = owned_pod(rs, "orphan", node_name="n", ready=True)
+    del orphan["metadata"]["ownerReferences"]
+    orphan["metadata"]["resourceVersion"] = "7"
+    relabelled = owned_pod(rs, "debug", node_name="n", ready=True, labels={"app": "debugging"})
+    stranger = owned_pod(rs, "stranger", labels={"app": "db"})
+    del stranger["metadata"]["ownerReferences"]
+    actions = reconcile_replicaset(rs, [orphan, relabelled, stranger])
+    patches = {a.name: a.patch for a in actions if isinstance(a, Patch) and a.sub == ""}
+    assert patches == {
+        "orphan": {"metadata": {"ownerReferences": [ob.controller_ref(rs, "ReplicaSet")]}},
+        "debug": {"metadata": {"ownerReferences": None}},
+    }
+    assert [a for a in actions if isinstance(a, Patch) and a.name == "orphan"][0].resource_version == "7"
+    assert len(creates(actions)) == 1, "the adopted pod counts, the released one does not"
 
 
 # ---- Deployment ----------------------------------------------------------------------------------
@@ -641,6 +660,32 @@ def test_pods_the_informer_has_not_shown_yet_are_not_created_twice() -> None:
             assert "SuccessfulDelete" not in reasons, "a surplus pod was created and then deleted"
 
     run(scenario)
+
+
+def test_a_pod_relabelled_out_of_its_replicaset_is_released_and_replaced() -> None:
+    async def scenario() -> None:
+        async with cluster() as c:
+            await c.add_node("node-1")
+            rs = workload("ReplicaSet", "web", replicas=2)
+            del rs["metadata"]["uid"]
+            await c.client.create(kr.REPLICASETS, rs, "default")
+            pods = await c.eventually(lambda: _running(c, 2, app="web"), "2 running pods")
+            debug = pods[0]["metadata"]["name"]
+            await c.client.patch(kr.PODS, debug, {"metadata": {"labels": {"app": "debug"}}}, "default")
+            await c.eventually(lambda: _running(c, 2, app="web"), "a replacement for the relabelled pod")
+
+            async def released() -> bool:
+                pod = await c.client.get(kr.PODS, debug, "default")
+                return not pod["metadata"].get("ownerReferences")
+
+            await c.eventually(released, "the relabelled pod to lose its owner")
+
+    run(scenario)
+
+
+async def _running(c: Cluster, count: int, **labels: str) -> list[dict[str, Any]] | None:
+    pods = [p for p in active(await c.pods(**labels)) if p["status"].get("phase") == "Running"]
+    return pods if len(pods) == count else None
 
 
 def test_a_template_change_rolls_the_deployment_onto_a_new_replicaset() -> None:

@@ -160,6 +160,37 @@ def owned_by(objs: Iterable[Raw], owner: Mapping[str, Any]) -> list[Raw]:
     return sorted((o for o in objs if controller_uid(o) == owner_uid), key=name)
 
 
+def requirement_matches(req: Mapping[str, Any], values: Mapping[str, str]) -> bool:
+    """One matchExpressions entry (In, NotIn, Exists, DoesNotExist; Gt and Lt for node selectors)."""
+    key, op, wanted = req.get("key", ""), req.get("operator", ""), list(req.get("values") or [])
+    present = key in values
+    if op == "In":
+        return present and values[key] in wanted
+    if op == "NotIn":
+        return not present or values[key] not in wanted
+    if op == "Exists":
+        return present
+    if op == "DoesNotExist":
+        return not present
+    if op in ("Gt", "Lt") and present and len(wanted) == 1:
+        try:
+            have, limit = int(values[key]), int(wanted[0])
+        except ValueError:
+            return False
+        return have > limit if op == "Gt" else have < limit
+    return False
+
+
+def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A LabelSelector (matchLabels AND matchExpressions); None or empty selects nothing here, as a
+    controller must never claim every pod of its namespace."""
+    if not selector or not (selector.get("matchLabels") or selector.get("matchExpressions")):
+        return False
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    return all(requirement_matches(r, labels) for r in selector.get("matchExpressions") or [])
+
+
 def template_hash(template: Any) -> str:
     """A short stable hash of a pod template, spelled like the real controllers' (safe alphabet).
 

@@ -2,7 +2,8 @@
 
 Pods being deleted or finished do not count, so a pod a user deletes is replaced at once (as on a real
 cluster, while the old one is still Terminating). Surplus pods go least useful first: unscheduled,
-then pending, then not ready, then newest.
+then pending, then not ready, then newest. Like the real controller it adopts orphan pods its selector
+matches and releases pods relabelled out of it (which are then replaced).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from mnp.kube import resources as kr
 from mnp.local.workloads import objects as ob
-from mnp.local.workloads.objects import Action, Create, Delete, Raw
+from mnp.local.workloads.objects import Action, Create, Delete, Patch, Raw
 
 BURST = 100  # pods created per reconcile at most, like the real controller's slow start ceiling
 
@@ -38,10 +39,46 @@ def surplus_order(pods: Iterable[Raw]) -> list[Raw]:
     )
 
 
-def reconcile_replicaset(rs: Raw, pods: Iterable[Raw]) -> list[Action]:
-    """Pods to create or delete for one ReplicaSet, and its status, from the pods in its namespace."""
-    owned = ob.owned_by(pods, rs)
+def _owner_patch(pod: Raw, refs: list[Any]) -> Patch:
+    return Patch(
+        kr.PODS,
+        ob.namespace(pod),
+        ob.name(pod),
+        {"metadata": {"ownerReferences": refs or None}},
+        ob.resource_version(pod),
+    )
+
+
+def claim_pods(rs: Raw, pods: Iterable[Raw]) -> tuple[list[Raw], list[Action]]:
+    """The pods the ReplicaSet controls, and the patches of ClaimPods: an orphan its selector matches is
+    adopted (and counts at once); an owned pod whose labels no longer match is released."""
+    selector = ob.spec(rs).get("selector")
+    claimed: list[Raw] = []
     actions: list[Action] = []
+    for pod in sorted(pods, key=ob.name):
+        labels = ob.meta(pod).get("labels") or {}
+        refs = list(ob.meta(pod).get("ownerReferences") or [])
+        owner = ob.controller_uid(pod)
+        if owner == ob.uid(rs):
+            if ob.selector_matches(selector, labels) or ob.terminating(pod):
+                claimed.append(pod)
+            else:
+                actions.append(_owner_patch(pod, [r for r in refs if r.get("uid") != ob.uid(rs)]))
+        elif (
+            not owner
+            and ob.pod_active(pod)
+            and not ob.terminating(rs)
+            and ob.selector_matches(selector, labels)
+        ):
+            actions.append(_owner_patch(pod, [*refs, ob.controller_ref(rs, "ReplicaSet")]))
+            claimed.append(pod)
+    return claimed, actions
+
+
+def reconcile_replicaset(rs: Raw, pods: Iterable[Raw]) -> list[Action]:
+    """Pods to adopt, release, create or delete for one ReplicaSet, and its status, from the pods in
+    its namespace."""
+    owned, actions = claim_pods(rs, pods)
     active = [p for p in owned if ob.pod_active(p)]
     if not ob.terminating(rs):
         want = desired_replicas(rs)

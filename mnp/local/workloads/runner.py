@@ -297,7 +297,8 @@ class Controllers:
                 action.about, action.type, action.reason, action.message
             )
         elif isinstance(action, Patch):
-            body = {**action.patch, "metadata": {"resourceVersion": action.resource_version}}
+            metadata = {**(action.patch.get("metadata") or {}), "resourceVersion": action.resource_version}
+            body = {**action.patch, "metadata": metadata}
             await self.client.patch(
                 action.resource, action.name, body, action.namespace, subresource=action.sub or None
             )

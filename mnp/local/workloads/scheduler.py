@@ -31,26 +31,6 @@ def needs_scheduling(pod: Mapping[str, Any]) -> bool:
     )
 
 
-def _requirement_matches(req: Mapping[str, Any], values: Mapping[str, str]) -> bool:
-    key, op, wanted = req.get("key", ""), req.get("operator", ""), list(req.get("values") or [])
-    present = key in values
-    if op == "In":
-        return present and values[key] in wanted
-    if op == "NotIn":
-        return not present or values[key] not in wanted
-    if op == "Exists":
-        return present
-    if op == "DoesNotExist":
-        return not present
-    if op in ("Gt", "Lt") and present and len(wanted) == 1:
-        try:
-            have, limit = int(values[key]), int(wanted[0])
-        except ValueError:
-            return False
-        return have > limit if op == "Gt" else have < limit
-    return False
-
-
 def _term_matches(term: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
     labels = ob.meta(node).get("labels") or {}
     fields = {"metadata.name": ob.name(node)}
@@ -58,8 +38,8 @@ def _term_matches(term: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
     field_exprs = term.get("matchFields") or []
     if not exprs and not field_exprs:
         return False  # "A null or empty node selector term matches no objects."
-    return all(_requirement_matches(r, labels) for r in exprs) and all(
-        _requirement_matches(r, fields) for r in field_exprs
+    return all(ob.requirement_matches(r, labels) for r in exprs) and all(
+        ob.requirement_matches(r, fields) for r in field_exprs
     )
 
 
