@@ -20,9 +20,12 @@ from typing import Any, Protocol
 
 from mnp.api.cluster import Namespace, Network, Pod, parse_namespace, parse_network, parse_pod
 from mnp.api.policy import Policy, parse_policy
-from mnp.api.refs import Diagnostic
+from mnp.api.refs import Diagnostic, ObjRef
+from mnp.api.ruleset import RulesetSpec
 from mnp.api.status import same_status
-from mnp.compiler.compile import CompileOptions, CompileResult, Snapshot, compile_rulesets
+from mnp.compiler.affected import Change, affected_policies
+from mnp.compiler.compile import CompileOptions, CompileResult, Snapshot
+from mnp.compiler.incremental import Compiled
 from mnp.controller.plan import Action, Key, Write, desired_rulesets, plan_writes, policy_status
 from mnp.kube.client import Client, PatchType
 from mnp.kube.errors import KubeApiError, KubeConflict, KubeNotFound
@@ -55,6 +58,10 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _ref(obj: Any) -> ObjRef:
+    return ObjRef("", obj.name, "Namespace") if isinstance(obj, Namespace) else obj.ref
+
+
 def _key(obj: Mapping[str, Any]) -> Key:
     meta = obj.get("metadata") or {}
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
@@ -69,23 +76,26 @@ class Parsed:
         self.namespaces: dict[str, Namespace] = {}
         self.networks: dict[Key, Network] = {}
 
-    def apply(self, kind: str, event: WatchEvent) -> None:
+    def apply(self, kind: str, event: WatchEvent) -> Change:
+        """Re-parse the one object of `event`; the change as the compiler sees it (old and new)."""
         key, gone = _key(event.obj), event.type == "DELETED"
         if kind == "policy":
-            self._set(self.policies, key, None if gone else parse_policy(event.obj)[0])
-        elif kind == "pod":
-            self._set(self.pods, key, None if gone else parse_pod(event.obj)[0])
-        elif kind == "namespace":
-            self._set(self.namespaces, key[1], None if gone else parse_namespace(event.obj))
-        elif kind == "network":
-            self._set(self.networks, key, None if gone else parse_network(event.obj))
+            return self._set(self.policies, key, None if gone else parse_policy(event.obj)[0])
+        if kind == "pod":
+            return self._set(self.pods, key, None if gone else parse_pod(event.obj)[0])
+        if kind == "namespace":
+            return self._set(self.namespaces, key[1], None if gone else parse_namespace(event.obj))
+        return self._set(self.networks, key, None if gone else parse_network(event.obj))
 
     @staticmethod
-    def _set(table: dict[Any, Any], key: Any, value: Any) -> None:
-        if value is None:
-            table.pop(key, None)
-        else:
+    def _set(table: dict[Any, Any], key: Any, value: Any) -> Change:
+        old = table.pop(key, None) if value is None else table.get(key)
+        if value is not None:
             table[key] = value
+        return Change(old, value)
+
+    def namespace_labels(self) -> dict[str, Mapping[str, str]]:
+        return {name: ns.labels for name, ns in self.namespaces.items()}
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -110,7 +120,11 @@ class Controller:
         self.rulesets = Informer(client, RULESETS)
         self.parsed = Parsed()
         self.events = EventRecorder(client, "mnp-controller")
+        self.compiled: Compiled | None = None
         self.result: CompileResult | None = None
+        self._changes: list[Change] = []
+        self._objects: dict[ObjRef, tuple[RulesetSpec, str, dict[str, Any]]] = {}
+        self._full_needed = True
         self.ready = asyncio.Event()
         self._compile_needed = asyncio.Event()
         self._status_needed = asyncio.Event()
@@ -143,7 +157,7 @@ class Controller:
 
     def _handler(self, kind: str) -> Any:
         async def on_event(event: WatchEvent) -> None:
-            self.parsed.apply(kind, event)
+            self._changes.append(self.parsed.apply(kind, event))
             self._compile_needed.set()
             self._wake.set()
 
@@ -163,6 +177,7 @@ class Controller:
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.config.resync_period)
+            self._full_needed = True
             self._compile_needed.set()
             self._wake.set()
 
@@ -194,12 +209,32 @@ class Controller:
     # ---- rulesets --------------------------------------------------------------------------------
 
     async def reconcile(self) -> list[Write]:
+        """Compile (incrementally when only some objects changed), then write the differences."""
         snapshot = self.parsed.snapshot()
+        changes, self._changes = self._changes, []
+        full = self._full_needed or self.compiled is None
+        self._full_needed = False
         started = time.monotonic()
-        result = await asyncio.to_thread(compile_rulesets, snapshot, self.config.options)
+        try:
+            if full or self.compiled is None:
+                self.compiled = await asyncio.to_thread(Compiled.full, snapshot, self.config.options)
+            else:
+                affected = affected_policies(
+                    [*self.parsed.policies.values(), *(c.old for c in changes if isinstance(c.old, Policy))],
+                    changes,
+                    self.parsed.namespace_labels(),
+                )
+                changed = [_ref(o) for c in changes for o in (c.old, c.new) if o is not None]
+                await asyncio.to_thread(
+                    self.compiled.update, snapshot, self.config.options, affected, changed
+                )
+        except BaseException:
+            self._full_needed = True  # a failed pass leaves the state unknown: the next one is full
+            raise
         self.metrics.observe_compile(time.monotonic() - started)
+        result = self.compiled.result()
         self.result = result
-        desired = desired_rulesets(result.rulesets, snapshot.pods)
+        desired = desired_rulesets(result.rulesets, snapshot.pods, self._objects)
         existing = {_key(r): r for r in self.rulesets.items()}
         writes = plan_writes(desired, existing)
         unchanged = len(desired) - sum(1 for w in writes if w.action is not Action.DELETE)

@@ -36,14 +36,30 @@ class Write:
 
 
 def desired_rulesets(
-    rulesets: Mapping[ObjRef, RulesetSpec], pods: Iterable[Pod]
+    rulesets: Mapping[ObjRef, RulesetSpec],
+    pods: Iterable[Pod],
+    cache: dict[ObjRef, tuple[RulesetSpec, str, dict[str, Any]]] | None = None,
 ) -> dict[Key, dict[str, Any]]:
-    """The PodNetworkRuleset objects the cluster should hold, by pod."""
+    """The PodNetworkRuleset objects the cluster should hold, by pod.
+
+    With `cache`, an object is rebuilt only when its spec (by identity: an incremental compile keeps
+    the spec objects of untouched pods) or its pod's uid changed.
+    """
     uids = {(p.ref.namespace, p.ref.name): p.uid for p in pods}
     out: dict[Key, dict[str, Any]] = {}
     for ref, spec in rulesets.items():
         key = (ref.namespace, ref.name)
-        out[key] = ruleset_object(PodRef(ref.namespace, ref.name, uids.get(key, spec.pod_uid)), spec)
+        uid = uids.get(key, spec.pod_uid)
+        hit = cache.get(ref) if cache is not None else None
+        if hit is not None and hit[0] is spec and hit[1] == uid:
+            out[key] = hit[2]
+            continue
+        out[key] = ruleset_object(PodRef(ref.namespace, ref.name, uid), spec)
+        if cache is not None:
+            cache[ref] = (spec, uid, out[key])
+    if cache is not None:
+        for ref in [r for r in cache if r not in rulesets]:
+            del cache[ref]
     return out
 
 

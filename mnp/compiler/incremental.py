@@ -1,0 +1,114 @@
+"""Recompute only what a change can alter (pure): the rulesets of the pods the affected policies
+select, before and after, compiled with every policy that selects those pods.
+
+    A = the affected policies (affected.py)
+    P = the pods A selected before or selects now
+    B = A plus every other policy that selects a pod of P
+    compile(B) gives the complete ruleset of every pod in P; nothing outside P can have changed.
+
+`Compiled` keeps the last result in a form that can be updated this way; `result()` is what a full
+compile of the same snapshot returns (the controller's tests check exactly that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from mnp.api.policy import Policy
+from mnp.api.refs import Diagnostic, ObjRef
+from mnp.api.ruleset import RulesetSpec
+from mnp.compiler.compile import CompileOptions, CompileResult, Snapshot, compile_rulesets
+
+
+@dataclass
+class Compiled:
+    rulesets: dict[ObjRef, RulesetSpec] = field(default_factory=dict)
+    selected: dict[str, tuple[ObjRef, ...]] = field(default_factory=dict)
+    diagnostics: dict[ObjRef, tuple[Diagnostic, ...]] = field(default_factory=dict)
+
+    @staticmethod
+    def full(snapshot: Snapshot, options: CompileOptions) -> Compiled:
+        result = compile_rulesets(snapshot, options)
+        by_obj: dict[ObjRef, list[Diagnostic]] = {}
+        for d in result.diagnostics:
+            by_obj.setdefault(d.obj, []).append(d)
+        return Compiled(
+            dict(result.rulesets), dict(result.selected), {k: tuple(v) for k, v in by_obj.items()}
+        )
+
+    def result(self) -> CompileResult:
+        diagnostics = sorted({d for ds in self.diagnostics.values() for d in ds})
+        rulesets = {ref: self.rulesets[ref] for ref in sorted(self.rulesets)}
+        return CompileResult(rulesets, tuple(diagnostics), dict(sorted(self.selected.items())))
+
+    def update(
+        self,
+        snapshot: Snapshot,
+        options: CompileOptions,
+        affected: set[str],
+        changed_objects: Iterable[ObjRef] = (),
+    ) -> set[ObjRef]:
+        """Bring this up to date with `snapshot` after changes that can touch only `affected`
+        policies; `changed_objects` are the refs of every changed object (their own problems are
+        refreshed). Returns the pods whose rulesets were recomputed (created, changed or removed)."""
+        policies = {p.key: p for p in snapshot.policies}
+        present = sorted(k for k in affected if k in policies)
+        first = (
+            compile_rulesets(_with(snapshot, [policies[k] for k in present]), options) if present else None
+        )
+        pods: set[ObjRef] = set()
+        for key in affected:
+            pods.update(self.selected.get(key, ()))
+            if first is not None:
+                pods.update(first.selected.get(key, ()))
+        others = [
+            k
+            for k, targets in self.selected.items()
+            if k in policies and k not in affected and pods & set(targets)
+        ]
+        group = sorted({*present, *others})
+        second = compile_rulesets(_with(snapshot, [policies[k] for k in group]), options)
+        for ref in pods:
+            if ref in second.rulesets:
+                self.rulesets[ref] = second.rulesets[ref]
+            else:
+                self.rulesets.pop(ref, None)
+        for key in affected:
+            if key not in policies:
+                self.selected.pop(key, None)
+        for key in group:
+            self.selected[key] = second.selected[key]
+        fresh: dict[ObjRef, list[Diagnostic]] = {}
+        for d in second.diagnostics:
+            fresh.setdefault(d.obj, []).append(d)
+        refresh = {policies[k].ref for k in group} | pods | set(changed_objects)
+        refresh |= {r for r in self.diagnostics if r.kind == "MultiNetworkPolicy" and str(r) in affected}
+        own = _own_problems(snapshot, refresh)
+        for ref in refresh:
+            found = fresh.get(ref) if ref in pods or ref in {policies[k].ref for k in group} else None
+            problems = tuple(dict.fromkeys([*(found or ()), *own.get(ref, ())]))
+            if problems:
+                self.diagnostics[ref] = problems
+            else:
+                self.diagnostics.pop(ref, None)
+        return pods
+
+
+def _with(snapshot: Snapshot, policies: list[Policy]) -> Snapshot:
+    return Snapshot(tuple(policies), snapshot.pods, snapshot.namespaces, snapshot.networks)
+
+
+def _own_problems(snapshot: Snapshot, refs: set[ObjRef]) -> dict[ObjRef, tuple[Diagnostic, ...]]:
+    """Parsing problems that travel with the objects themselves (pods and policies)."""
+    out: dict[ObjRef, tuple[Diagnostic, ...]] = {}
+    for pod in snapshot.pods:
+        if pod.ref in refs and pod.problems:
+            out[pod.ref] = tuple(pod.problems)
+    for policy in snapshot.policies:
+        if policy.ref in refs and policy.problems:
+            out[policy.ref] = tuple(policy.problems)
+    return out
+
+
+__all__ = ["Compiled"]
