@@ -166,11 +166,6 @@ def test_garbage_collection_of_a_bound_pod_is_graceful_too(h: Http, ns: str) -> 
     assert h.get(f"{pods_path(ns)}/dep")["metadata"]["deletionGracePeriodSeconds"] == 30
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: Store._update (objects.py) removes any object with deletionTimestamp and no "
-    "finalizers on update; the real server removes it only when deletionGracePeriodSeconds is 0",
-)
 def test_a_status_update_keeps_a_terminating_pod_and_its_grace_period(h: Http, ns: str) -> None:
     make_pod(h, ns, "p")
     h.ok("DELETE", f"{pods_path(ns)}/p")

@@ -282,9 +282,12 @@ class Store:
             adm.default_pod(new)
             adm.check_pod_update(old, new)
         new = self.lifecycle.before_update(t, old, new)
+        # An update that drops the last finalizer of an object being deleted removes it, unless it is
+        # still within a grace period (a terminating pod: the kubelet removes it with grace 0 when done).
         if (
             _meta(new).get("deletionTimestamp")
             and not _meta(new).get("finalizers")
+            and not _meta(new).get("deletionGracePeriodSeconds")
             and t.plural != "namespaces"
         ):
             return self.view(t, self.write(t, old, None, opts))
