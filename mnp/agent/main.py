@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
-import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +14,7 @@ from mnp.agent.netns import CriFinder, NetnsFinder, ProcfsFinder, SandboxLookup
 from mnp.agent.scratch import Scratch
 from mnp.kube.client import Client
 from mnp.nft.render import RenderOptions
-from mnp.obs.health import HealthServer
+from mnp.obs.health import run_until_signalled, start_servers
 from mnp.obs.metrics import AgentMetrics
 
 log = logging.getLogger(__name__)
@@ -64,21 +61,11 @@ async def run_agent(flags: AgentFlags) -> None:
         scratch,
     )
     # /healthz, /readyz and /metrics are served on each address given (one server if both are equal).
-    addresses = dict.fromkeys(a for a in (flags.health_address, flags.metrics_address) if a)
-    servers = [HealthServer(a, metrics.render, agent.ready.is_set) for a in addresses]
-    for server in servers:
-        server.start()
-    task = asyncio.create_task(agent.run())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
+    servers = start_servers((flags.health_address, flags.metrics_address), metrics.render, agent.ready.is_set)
     log.info("agent starting", extra={"node": flags.node, "table": flags.options.table})
     try:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await run_until_signalled(agent.run(), servers)
     finally:
-        for server in servers:
-            server.stop()
         await client.close()
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +13,7 @@ from mnp.compiler.compile import CompileOptions
 from mnp.controller.controller import Controller, ControllerConfig
 from mnp.kube.client import Client
 from mnp.kube.lease import LeaderElector
-from mnp.obs.health import HealthServer
+from mnp.obs.health import run_until_signalled, start_servers
 from mnp.obs.metrics import ControllerMetrics
 
 log = logging.getLogger(__name__)
@@ -53,10 +51,7 @@ async def run_controller(flags: ControllerFlags) -> None:
             return True  # a standby replica is ready: it is waiting for the lease, as it should
         return bool(current) and current[-1].ready.is_set() or "first reconcile not done yet"
 
-    addresses = dict.fromkeys(a for a in (flags.health_address, flags.metrics_address) if a)
-    servers = [HealthServer(a, metrics.render, ready) for a in addresses]
-    for server in servers:
-        server.start()
+    servers = start_servers((flags.health_address, flags.metrics_address), metrics.render, ready)
 
     async def lead() -> None:
         leading.set()
@@ -84,17 +79,10 @@ async def run_controller(flags: ControllerFlags) -> None:
             await elector.run(lead, stopped)
             log.warning("leadership lost; standing by for the lease again")
 
-    task = asyncio.create_task(main())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
     log.info("controller starting", extra={"leader_elect": flags.leader_elect, "identity": identity()})
     try:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await run_until_signalled(main(), servers)
     finally:
-        for server in servers:
-            server.stop()
         await client.close()
 
 

@@ -6,14 +6,18 @@ is busy. The checks are callables of the owner: True is good, False or a reason 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
+import signal
 import socket
 import socketserver
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Any
 
 from mnp.api.errors import InvalidInput
 from mnp.obs.metrics import CONTENT_TYPE
@@ -164,3 +168,27 @@ def parse_address(address: str) -> tuple[str, int]:
 
 
 __all__ = ["Check", "HealthServer", "parse_address", "run_check"]
+
+
+def start_servers(
+    addresses: Iterable[str], metrics_render: Callable[[], bytes], ready: Check
+) -> list[HealthServer]:
+    """One HealthServer per distinct non-empty address (health and metrics may share one), started."""
+    servers = [HealthServer(a, metrics_render, ready) for a in dict.fromkeys(a for a in addresses if a)]
+    for server in servers:
+        server.start()
+    return servers
+
+
+async def run_until_signalled(main: Coroutine[Any, Any, None], servers: Iterable[HealthServer]) -> None:
+    """Run `main` until it ends or SIGTERM/SIGINT cancels it; then stop the servers."""
+    task = asyncio.create_task(main)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        for server in servers:
+            server.stop()
