@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from mnp.api.cluster import Namespace, Network, Pod
@@ -63,8 +64,14 @@ class _PodAcc:
     rules: dict[Direction, list[Rule]] = field(default_factory=lambda: {d: [] for d in Direction})
 
 
-def compile_rulesets(snapshot: Snapshot, options: CompileOptions = CompileOptions()) -> CompileResult:
-    """The ruleset of every policed pod, the problems found, and what each policy selects."""
+def compile_rulesets(
+    snapshot: Snapshot, options: CompileOptions = CompileOptions(), only: AbstractSet[ObjRef] | None = None
+) -> CompileResult:
+    """The ruleset of every policed pod, the problems found, and what each policy selects.
+
+    With `only`, rulesets are built for those pods alone (what each policy selects is still complete):
+    the incremental recompute asks for the pods a change can alter.
+    """
     # Parsing problems travel with their objects; the result reports them with the compiler's own.
     diagnostics: list[Diagnostic] = [d for p in snapshot.policies for d in p.problems]
     diagnostics += [d for pod in snapshot.pods for d in pod.problems]
@@ -79,6 +86,8 @@ def compile_rulesets(snapshot: Snapshot, options: CompileOptions = CompileOption
         usable = _usable_networks(policy, networks, options, diagnostics)
         targets = _targets(policy, usable, pods_by_ns)
         selected[policy.key] = tuple(pod.ref for pod, _ in targets)
+        if only is not None:
+            targets = [(pod, ifaces) for pod, ifaces in targets if pod.ref in only]
         if targets:
             _apply_policy(policy, usable, targets, inv, accs)
     rulesets = {}

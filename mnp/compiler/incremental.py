@@ -68,7 +68,7 @@ class Compiled:
             if k in policies and k not in affected and pods & set(targets)
         ]
         group = sorted({*present, *others})
-        second = compile_rulesets(_with(snapshot, [policies[k] for k in group]), options)
+        second = compile_rulesets(_with(snapshot, [policies[k] for k in group]), options, only=pods)
         for ref in pods:
             if ref in second.rulesets:
                 self.rulesets[ref] = second.rulesets[ref]
