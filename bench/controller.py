@@ -119,11 +119,15 @@ def compile_figures(pods: int, policies: int, repeat: int, samples: int = 20) ->
             f"{full * 1000:,.0f} ms",
         ),
         ("peak Python memory of a full compile (tracemalloc)", f"{peak / 2**20:,.0f} MiB"),
-        (f"one pod label change, incremental (median of {len(incs)})", f"{inc * 1000:,.1f} ms"),
         (
-            "incremental / full",
+            f"one pod label change, incremental: median / p90 of {len(incs)} random pods",
+            f"{inc * 1000:,.1f} / {p90 * 1000:,.1f} ms",
+        ),
+        (
+            "incremental / full, median",
             f"{inc / full:.2%} (target ≤ 2%: {'met' if inc / full <= 0.02 else 'NOT met'})",
         ),
+        ("incremental / full, p90", f"{p90 / full:.2%}"),
     ]
 
 
