@@ -4,7 +4,8 @@ Up: the API server (a process), a fabric netns with a bridge and one netns per n
 it, a containerd per node inside the node netns, a node process (kubelet) per node, and the
 workload controllers (scheduler, Deployments, DaemonSets) as one process. Every long-running process
 is detached, with a pid file and a log under DIR, so `up` returns once Nodes report Ready and the
-cluster keeps running without it.
+cluster keeps running without it. With `deploy`, mnp itself (the repository's crds/ and deploy/) is
+then applied.
 
 Down works from DIR alone, also after a crash or kill -9 of any part: it stops the processes it finds
 (checking each pid's command line names DIR, so a recycled pid is never killed), removes each node's
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import ipaddress
 import os
 import shutil
@@ -28,10 +30,14 @@ from typing import Any
 
 import yaml
 
+import mnp
 from mnp.api.errors import ApiError, MnpError
 from mnp.kube.client import Client
 from mnp.kube.errors import AlreadyExists
 from mnp.kube.resources import CRDS, NODES
+from mnp.local.ctl.apply import apply_manifests
+from mnp.local.ctl.kubeapi import KubeClusterApi
+from mnp.local.ctl.manifests import CRD_KIND, Manifest, load_manifests
 from mnp.local.layout import ClusterConfig, Layout, LayoutError, NodeConfig
 from mnp.local.nodes import leftovers
 from mnp.local.nodes.containerd import cleanup_leftovers, start_node_runtime
@@ -39,10 +45,13 @@ from mnp.local.nodes.containerd_config import NodeRuntime
 from mnp.local.nodes.fabric import Fabric, remove_leftovers
 from mnp.local.nodes.image import build_pause_image
 from mnp.local.nodes.netns import netns_path, run_in_netns
+from mnp.offline import MANIFEST_SUFFIXES
 
 Progress = Callable[[str], None]
 
 MANIFESTS = Path(__file__).parent / "manifests"
+# mnp itself, deployed by `up(deploy=True)`: the repository's crds/ and deploy/ next to the package.
+REPO_ROOT = Path(mnp.__file__).parents[1]
 
 # Pods' primary (eth0) addresses are IPv4 only: with an IPv6 range, host-local's result carries an IPv6
 # gateway and the plugin waits for DAD (~1.5 s per pod) because containerd sets the pod's sysctls only
@@ -91,8 +100,15 @@ def node_runtime(layout: Layout, cluster: ClusterConfig, node: NodeConfig) -> No
     )
 
 
-def up(layout: Layout, nodes: int = 2, progress: Progress = lambda _: None) -> ClusterConfig:
-    """Start everything and return once every Node is Ready; on failure, undo what was started."""
+def up(
+    layout: Layout, nodes: int = 2, progress: Progress = lambda _: None, *, deploy: bool = False
+) -> ClusterConfig:
+    """Start everything and return once every Node is Ready; on failure, undo what was started.
+
+    With `deploy`, mnp itself is then applied: the repository's crds/ (waited for until Established),
+    then deploy/ if it holds manifests. Its pods are not waited for (`mnp local wait` does that). The
+    default is off so that tests get a cluster without mnp workloads; `mnp local up` passes True.
+    """
     if layout.cluster_file.exists():
         if _running(layout, "apiserver"):
             raise ClusterError(
@@ -140,6 +156,8 @@ def up(layout: Layout, nodes: int = 2, progress: Progress = lambda _: None) -> C
             layout,
             *[n.name for n in cluster.nodes],
         )
+        if deploy:
+            asyncio.run(_deploy_mnp(layout, REPO_ROOT, progress))
     except BaseException:
         progress("start failed; removing what was started")
         down(layout)
@@ -303,6 +321,52 @@ async def _install_crds(layout: Layout, paths: list[Path]) -> None:
                 if time.monotonic() > deadline:
                     raise ClusterError(f"CRD {doc['metadata']['name']} not Established in time")
                 await asyncio.sleep(0.05)
+
+
+def _manifest_files(directory: Path) -> bool:
+    return directory.is_dir() and any(
+        f.is_file() and f.suffix in MANIFEST_SUFFIXES for f in directory.rglob("*")
+    )
+
+
+async def _deploy_mnp(layout: Layout, repo: Path, progress: Progress) -> None:
+    """Server-side apply of repo/crds (then wait until Established) and repo/deploy (if it has files)."""
+    crds_dir, deploy_dir = repo / "crds", repo / "deploy"
+    if not _manifest_files(crds_dir):
+        raise ClusterError(
+            f"no CRDs in {crds_dir}: deploying mnp needs its repository (crds/ and deploy/ next to the "
+            "mnp package); bring the cluster up without deploying mnp instead"
+        )
+    batches = [(crds_dir, load_manifests([str(crds_dir)]))]
+    if _manifest_files(deploy_dir):
+        batches.append((deploy_dir, load_manifests([str(deploy_dir)])))
+    else:
+        progress(f"{deploy_dir} has no manifests: applying the CRDs only")
+    api = await KubeClusterApi.from_kubeconfig(layout.kubeconfig)
+    try:
+        for directory, manifests in batches:
+            progress(f"applying {directory}")
+            out, err = io.StringIO(), io.StringIO()
+            failed = await apply_manifests(api, manifests, out, err)
+            for line in out.getvalue().splitlines():
+                progress(line)
+            if failed:
+                raise ClusterError(f"applying {directory} failed:\n{err.getvalue().rstrip()}")
+            await _wait_established(api, [m for m in manifests if m.is_crd])
+    finally:
+        await api.close()
+
+
+async def _wait_established(api: KubeClusterApi, crds: list[Manifest]) -> None:
+    if not crds:
+        return
+    kind = await api.kind_for("apiextensions.k8s.io/v1", CRD_KIND)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    for m in crds:
+        while not _established(await api.get(kind, "", m.name)):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"CRD {m.name} not Established in time")
+            await asyncio.sleep(0.05)
 
 
 def _established(crd: dict[str, Any]) -> bool:

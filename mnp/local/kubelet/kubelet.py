@@ -2,8 +2,9 @@
 
 It registers its Node (Ready, addresses, pod CIDRs) and renews the node's Lease, watches the pods
 bound to its node and every NetworkAttachmentDefinition, and runs one worker per pod: set up
-(sandbox, Multus networks, network-status, service account, processes), report status, and on
-deletion tear everything down before removing the object (graceful deletion, as the real kubelet).
+(sandbox, Multus networks, the API server on the pod's loopback (apiproxy), network-status, service
+account, processes), report status, and on deletion tear everything down before removing the object
+(graceful deletion, as the real kubelet).
 At start it removes whatever an earlier run on this node left (sandboxes, links, processes): pods
 still in the API are then set up afresh.
 """
@@ -17,8 +18,10 @@ import datetime
 import json
 import logging
 import platform
+import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,12 +32,13 @@ from mnp.kube.errors import KubeApiError, KubeNotFound
 from mnp.kube.resources import EVENTS, LEASES, NADS, NAMESPACES, NODES, PODS, SERVICEACCOUNTS
 from mnp.kube.watch import EventType, Informer, WatchEvent
 from mnp.local.kubelet import podrun
+from mnp.local.kubelet.apiproxy import ApiProxy, ApiProxyError
 from mnp.local.kubelet.attach import AttachError, network_status, plan_attachments
 from mnp.local.kubelet.podrun import NodeEnv, PodRecord, PodSetupError
 from mnp.local.kubelet.status import PodFacts, pod_status, waiting_statuses
 from mnp.local.nodes.containers import PodProcesses, RestartPolicy, kill_all_in_cgroup
 from mnp.local.nodes.cri import CriError
-from mnp.local.nodes.podspec import PodContext, pod_container_specs
+from mnp.local.nodes.podspec import IMAGE_PATH, PodContext, pod_container_specs
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,9 @@ LEASE_SECONDS = 40
 HEARTBEAT_S = 10.0
 RETRY_S = (0.5, 1, 2, 5, 10)
 KUBELET_VERSION = "v1.31.0-mnp"
+# Containers run host binaries; `mnp` (deploy/ runs `mnp agent`, `mnp controller`) is next to the
+# interpreter running the node, so its scripts dir leads the image PATH (a container's env overrides it).
+CONTAINER_PATH = f"{Path(sys.executable).parent}:{IMAGE_PATH}"
 
 
 def now() -> str:
@@ -322,6 +329,7 @@ class PodWorker:
         self.pod: dict[str, Any] | None = pod
         self.record = PodRecord(self.namespace, self.name, self.uid)
         self.processes: PodProcesses | None = None
+        self.proxy: ApiProxy | None = None  # the API server on 127.0.0.1 inside the pod netns
         self.problem: tuple[str, str] | None = None
         self.reported_problem: tuple[str, str] | None = None
         self.waiting_for_networks = False
@@ -393,6 +401,8 @@ class PodWorker:
             if steps and not self.record.attached:
                 await asyncio.to_thread(podrun.attach, self.env, self.record, steps)
             t2 = time.monotonic()
+            if not hostnet and self.proxy is None:
+                self.proxy = await self._start_proxy()
         except PodSetupError as e:
             await self._problem(pod, e.reason, e.message, warn=True)
             raise
@@ -417,6 +427,7 @@ class PodWorker:
             empty_dir_root=podrun.pod_dir(self.env, self.namespace, self.name, self.uid) / "volumes",
             service_account_dir=sa_dir,
             extra_env=(
+                ("PATH", CONTAINER_PATH),
                 ("KUBERNETES_SERVICE_HOST", self.kubelet.api_host),
                 ("KUBERNETES_SERVICE_PORT", str(self.kubelet.api_port)),
                 ("KUBERNETES_SERVICE_PORT_HTTPS", str(self.kubelet.api_port)),
@@ -446,6 +457,24 @@ class PodWorker:
                 "processes_ms": round((time.monotonic() - t3) * 1000),
             },
         )
+
+    async def _start_proxy(self) -> ApiProxy:
+        proxy = ApiProxy(
+            self.record.netns,
+            self.kubelet.api_port,
+            (self.kubelet.api_host, self.kubelet.api_port),
+            f"{self.namespace}/{self.name}",
+        )
+        try:
+            await proxy.start()
+        except ApiProxyError as e:
+            raise PodSetupError("FailedApiServerProxy", str(e)) from None
+        return proxy
+
+    async def _stop_proxy(self) -> None:
+        if self.proxy is not None:
+            await self.proxy.stop()
+            self.proxy = None
 
     async def _problem(self, pod: dict[str, Any], reason: str, message: str, *, warn: bool = True) -> None:
         self.problem = (reason, message)
@@ -484,11 +513,12 @@ class PodWorker:
         grace = float((pod or {}).get("metadata", {}).get("deletionGracePeriodSeconds") or 0) if pod else 0.0
         processes = self.processes
 
-        def stop() -> None:
-            if processes is not None:
-                processes.stop(grace)
-
-        errors = await asyncio.to_thread(podrun.teardown, self.env, self.record, stop)
+        if processes is not None:
+            await asyncio.to_thread(processes.stop, grace)
+        # The API stays reachable during the grace period; its sockets hold the pod netns open, so
+        # they go before the sandbox.
+        await self._stop_proxy()
+        errors = await asyncio.to_thread(podrun.teardown, self.env, self.record)
         if errors:
             raise RuntimeError("; ".join(errors))
         self.processes = None
