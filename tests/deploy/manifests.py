@@ -3,6 +3,7 @@ workloads' containers; plus a strict check of an object against the `kubernetes`
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import sys
@@ -39,12 +40,17 @@ def deploy_files() -> list[Path]:
 
 
 def kustomize() -> list[dict[str, Any]]:
-    """`kubectl kustomize deploy/` with the pinned kubectl; fails the test with kustomize's message."""
+    """`kubectl kustomize deploy/` with the pinned kubectl, fresh objects on each call."""
+    return [d for d in yaml.safe_load_all(_kustomize_output()) if d]
+
+
+@functools.cache
+def _kustomize_output() -> str:
     proc = subprocess.run(
         [str(KUBECTL), "kustomize", str(DEPLOY)], capture_output=True, text=True, timeout=30, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+    return proc.stdout
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
