@@ -59,6 +59,11 @@ def add_local_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         "up", help="start a local cluster (API server, nodes, containerd, kubelets); returns when Ready"
     )
     p.add_argument("--nodes", type=int, default=2, help="number of nodes, node-1 ... node-N (default 2)")
+    p.add_argument(
+        "--no-deploy",
+        action="store_true",
+        help="do not install mnp itself (crds/ and deploy/: the controller and the agents)",
+    )
     _dir_option(p)
 
     p = sub.add_parser("down", help="stop the cluster and remove everything of it (also after a crash)")
@@ -198,7 +203,7 @@ def _run(args: argparse.Namespace, layout: Layout, ref: pods.PodRef | None) -> i
         from mnp.local import cluster  # the node runtime (containerd, CNI) only for these two
 
         if command == "up":
-            cluster.up(layout, args.nodes, _progress)
+            cluster.up(layout, args.nodes, _progress, deploy=not args.no_deploy)
             print(layout.kubeconfig)
         else:
             removed = cluster.down(layout, _progress)

@@ -174,9 +174,17 @@ def start_servers(
     addresses: Iterable[str], metrics_render: Callable[[], bytes], ready: Check
 ) -> list[HealthServer]:
     """One HealthServer per distinct non-empty address (health and metrics may share one), started."""
-    servers = [HealthServer(a, metrics_render, ready) for a in dict.fromkeys(a for a in addresses if a)]
-    for server in servers:
-        server.start()
+    servers = []
+    for address in dict.fromkeys(a for a in addresses if a):
+        server = HealthServer(address, metrics_render, ready)
+        try:
+            server.start()
+        except OSError as e:
+            # Serving goes on without these endpoints: probes against them will fail and say so. (On
+            # the local cluster every node's hostNetwork agent shares the machine's ports.)
+            log.error("health and metrics endpoints not served", extra={"address": address, "error": str(e)})
+            continue
+        servers.append(server)
     return servers
 
 

@@ -109,13 +109,15 @@ def main(argv: list[str] | None = None) -> NoReturn:
 def launch(spec: LaunchSpec) -> NoReturn:
     """Everything after the log redirect, ending in the exec; raises _Failed if the exec is not reached."""
     _join_cgroups(spec.cgroup)
+    # The netns first: its file lives on the host filesystem, which the container's mounts may cover
+    # (an emptyDir at /tmp would hide a netns under /tmp).
+    if spec.netns is not None:
+        _join_netns(spec.netns)
     try:
         enter_private_mount_namespace()
         bind_mounts(spec.mounts)
     except Exception as e:
         raise _Failed(LaunchExit.MOUNT, str(e)) from e
-    if spec.netns is not None:
-        _join_netns(spec.netns)
     try:
         workdir = spec.working_dir or "/"
         os.chdir(ensure_path(workdir, directory=True) if not os.path.isdir(workdir) else workdir)
