@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from typing import Any
 
 from mnp.api.cluster import Namespace, Network, Pod
 from mnp.api.multus import Attachment
@@ -161,6 +162,15 @@ def _apply_policy(
         for d, isolates, rules in directions
         if isolates
     }
+    # What does not depend on the target pod is worked out once per rule: the sorted peers, and for
+    # egress with named ports (resolved on each peer) the whole split into groups.
+    shared: dict[tuple[Direction, int], Any] = {}
+    for d, isolates, rules in directions:
+        for index, rule in enumerate(rules if isolates else ()):
+            if d is Direction.EGRESS and has_named(rule.ports):
+                shared[(d, index)] = _rule_groups(d, rule, resolved[d][index], None, networks, inv)
+            else:
+                shared[(d, index)] = _peers(resolved[d][index])
     for pod, ifaces in targets:
         acc = accs.setdefault(pod.ref, _PodAcc(pod))
         acc.policies.add(policy.key)
@@ -171,7 +181,12 @@ def _apply_policy(
                 continue
             acc.isolated[d].update(a.interface for a in ifaces)
             for index, rule in enumerate(rules):
-                for peers, ports in _rule_groups(d, rule, resolved[d][index], pod, networks, inv):
+                once = shared[(d, index)]
+                if d is Direction.EGRESS and has_named(rule.ports):
+                    groups = once
+                else:  # ingress named ports resolve on the policed pod itself
+                    groups = [(once, resolve_ports_on(rule.ports, pod))]
+                for peers, ports in groups:
                     for att in ifaces:
                         acc.rules[d].append(Rule(policy.key, index, att.interface, peers, ports))
 
@@ -180,16 +195,17 @@ def _rule_groups(
     d: Direction,
     rule: PolicyRule,
     peers: tuple[PeerAddress, ...] | None,
-    pod: Pod,
+    pod: Pod | None,
     networks: frozenset[ObjRef],
     inv: Inventory,
 ) -> list[tuple[tuple[Peer, ...] | None, tuple[PortSpec, ...] | None]]:
-    """(peers, ports) pairs for one policy rule on one target pod.
+    """(peers, ports) pairs for one policy rule on one target pod (None: egress, which needs none).
 
     Named ports resolve on the destination: the policed pod for ingress, each peer for egress, where
     a rule splits into one rule per distinct resolution.
     """
     if d is Direction.INGRESS or not has_named(rule.ports):
+        assert pod is not None
         return [(_peers(peers), resolve_ports_on(rule.ports, pod))]
     assert rule.ports is not None
     numeric = numeric_ports(rule.ports)
