@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from mnp.api.cluster import NAMESPACE_NAME_LABEL, Pod
 from mnp.api.policy import Policy, PolicyPeer
 from mnp.api.refs import ObjRef
-from mnp.api.ruleset import Peer
+from mnp.api.ruleset import IPAddress, Peer
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,21 @@ def _addresses(
 
 
 def pod_addresses(pod: Pod, networks: frozenset[ObjRef]) -> Iterable[PeerAddress]:
+    name = str(pod.ref)
     for att in pod.attachments or ():
         if att.network in networks:
             for ip in att.ips:
-                yield PeerAddress(Peer(ipaddress.ip_network(ip), (), str(pod.ref)), pod)
+                yield PeerAddress(_host_peer(ip, name), pod)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _host_peer(ip: IPAddress, pod: str) -> Peer:
+    """The /32 or /128 peer of one pod address; shared between compiles (a Peer is immutable), which
+    spares the incremental recompute building and sorting the same networks again."""
+    prefix = 32 if ip.version == 4 else 128
+    network = (
+        ipaddress.IPv4Network((int(ip), prefix))
+        if ip.version == 4
+        else ipaddress.IPv6Network((int(ip), prefix))
+    )
+    return Peer(network, (), pod)
