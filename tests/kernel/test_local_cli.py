@@ -131,3 +131,38 @@ def test_commands_without_a_cluster_say_what_to_do(directory: Path) -> None:
     for args in (("wait", "--timeout", "1"), ("get", "pods"), ("kubeconfig",)):
         out = mnp(directory, *args)
         assert out.returncode == 1 and "mnp local up" in out.stderr, (args, out.stderr)
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_example() -> str:
+    text = README.read_text()
+    after = text.split("<!-- example.yaml:", 1)[1]
+    return after.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_example_is_enforced_by_the_controller_and_agents_deployed_by_up(
+    directory: Path, tmp_path: Path
+) -> None:
+    assert mnp(directory, "up").returncode == 0
+    (tmp_path / "example.yaml").write_text(readme_example())
+    assert mnp(directory, "apply", "-f", str(tmp_path / "example.yaml")).returncode == 0
+    waited = mnp(directory, "wait", "--timeout", "180", timeout=240)
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    system = json.loads(mnp(directory, "get", "pods", "-n", "mnp-system", "-o", "json").stdout)["items"]
+    names = sorted(p["metadata"]["name"] for p in system)
+    assert [n.startswith("mnp-agent-") for n in names] == [True, True, False, False], names
+    assert all(n.startswith("mnp-controller-") for n in names[2:]), names
+    assert {p["status"]["phase"] for p in system} == {"Running"}
+    rulesets = mnp(directory, "get", "pnr", "-A").stdout.splitlines()
+    assert len(rulesets) == 2 and rulesets[1].split()[1] == "server" and "True" in rulesets[1].split()
+    policies = mnp(directory, "get", "multi-policy", "-A").stdout.splitlines()
+    assert policies[1].split()[2:5] == ["True", "True", "1"], policies
+    allowed = mnp(
+        directory, "exec", "demo/client", "--", "socat", "-T2", "-", "TCP:192.0.2.10:8080,connect-timeout=2"
+    )
+    denied = mnp(
+        directory, "exec", "demo/other", "--", "socat", "-T2", "-", "TCP:192.0.2.10:8080,connect-timeout=2"
+    )
+    assert allowed.stdout.strip() == "hello" and denied.returncode != 0 and denied.stdout == ""
