@@ -28,8 +28,10 @@ from urllib.parse import urlsplit
 import yaml
 
 from mnp.kube.client import Client, PatchType
-from mnp.kube.errors import KubeApiError, KubeNotFound
-from mnp.kube.resources import EVENTS, LEASES, NADS, NAMESPACES, NODES, PODS, SERVICEACCOUNTS
+from mnp.kube.errors import AlreadyExists, KubeApiError, KubeNotFound
+from mnp.kube.events import EventRecorder
+from mnp.kube.lease import NODE_LEASE_NAMESPACE, renew_lease
+from mnp.kube.resources import NADS, NAMESPACES, NODES, PODS, SERVICEACCOUNTS
 from mnp.kube.watch import EventType, Informer, WatchEvent
 from mnp.local.kubelet import podrun
 from mnp.local.kubelet.apiproxy import ApiProxy, ApiProxyError
@@ -43,7 +45,6 @@ from mnp.local.nodes.podspec import IMAGE_PATH, PodContext, pod_container_specs
 log = logging.getLogger(__name__)
 
 NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
-LEASE_NAMESPACE = "kube-node-lease"
 LEASE_SECONDS = 40
 HEARTBEAT_S = 10.0
 RETRY_S = (0.5, 1, 2, 5, 10)
@@ -55,10 +56,6 @@ CONTAINER_PATH = f"{Path(sys.executable).parent}:{IMAGE_PATH}"
 
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def micro_now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Kubelet:
@@ -73,6 +70,8 @@ class Kubelet:
         self.nads = Informer(client, NADS)
         self.workers: dict[str, PodWorker] = {}
         self.ready = asyncio.Event()
+        self._owner: dict[str, Any] | None = None
+        self.events = EventRecorder(client, "kubelet", env.node.name)
 
     @property
     def name(self) -> str:
@@ -187,7 +186,11 @@ class Kubelet:
             if e.code != 409:
                 raise
             await self.client.patch(NODES, self.name, {"metadata": body["metadata"], "spec": body["spec"]})
-        await self.client.patch_status(NODES, self.name, {"status": body["status"]})
+        node = await self.client.patch_status(NODES, self.name, {"status": body["status"]})
+        self._owner = {"apiVersion": "v1", "kind": "Node", "name": self.name, "uid": node["metadata"]["uid"]}
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NODE_LEASE_NAMESPACE}}
+        with contextlib.suppress(AlreadyExists):
+            await self.client.create(NAMESPACES, namespace)
         await self._renew_lease()
 
     async def _heartbeat(self) -> None:
@@ -199,23 +202,9 @@ class Kubelet:
                 log.warning("node lease renewal failed", extra={"node": self.name, "error": str(e)})
 
     async def _renew_lease(self) -> None:
-        spec = {"holderIdentity": self.name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": micro_now()}
-        try:
-            await self.client.patch(LEASES, self.name, {"spec": spec}, LEASE_NAMESPACE)
-        except KubeNotFound:
-            lease = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": LEASE_NAMESPACE},
-                "spec": spec,
-            }
-            with contextlib.suppress(KubeNotFound):  # the namespace itself: created once, then the lease
-                await self.client.create(LEASES, lease, LEASE_NAMESPACE)
-                return
-            ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LEASE_NAMESPACE}}
-            with contextlib.suppress(KubeApiError):
-                await self.client.create(NAMESPACES, ns)
-            await self.client.create(LEASES, lease, LEASE_NAMESPACE)
+        await renew_lease(
+            self.client, NODE_LEASE_NAMESPACE, self.name, self.name, LEASE_SECONDS, owner=self._owner
+        )
 
     # ---- pods ------------------------------------------------------------------------------------
 
@@ -263,33 +252,7 @@ class Kubelet:
                 worker.kick()
 
     async def event(self, pod: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
-        meta = pod.get("metadata") or {}
-        stamp = now()
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
-            "involvedObject": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "namespace": meta.get("namespace"),
-                "name": meta.get("name"),
-                "uid": meta.get("uid"),
-            },
-            "type": kind,
-            "reason": reason,
-            "message": message,
-            "source": {"component": "kubelet", "host": self.name},
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-            "reportingComponent": "kubelet",
-            "reportingInstance": self.name,
-        }
-        try:
-            await self.client.create(EVENTS, body, str(meta.get("namespace")))
-        except KubeApiError as e:
-            log.warning("event not recorded", extra={"reason": reason, "error": str(e)})
+        await self.events.record({"apiVersion": "v1", "kind": "Pod", **pod}, kind, reason, message)
 
     async def service_account_token(self, pod: Mapping[str, Any]) -> str:
         meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
