@@ -173,14 +173,16 @@ class Processes:
             "2",
         )
 
-    def start_controller(self, name: str = "controller", *extra: str) -> subprocess.Popen[bytes]:
+    def start_controller(
+        self, name: str = "controller", *extra: str, resync_period: float = 5.0
+    ) -> subprocess.Popen[bytes]:
         return self.start(
             name,
             "controller",
             "--kubeconfig",
             str(self.cluster.layout.kubeconfig),
             "--resync-period",
-            "5",
+            f"{resync_period:g}",
             *extra,
         )
 

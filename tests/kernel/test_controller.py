@@ -630,6 +630,37 @@ def test_controller_restarts_remove_what_went_and_write_nothing_otherwise(env: E
     assert len(events) == 1 and events[0].get("count", 1) == 1, events
 
 
+def test_a_ruleset_edited_by_hand_is_restored_without_waiting_for_a_resync(env: E2E) -> None:
+    """A ruleset whose spec someone else changed is drift like a deleted one: restored at once, not at
+    the next full pass (300 s by default), since the agent enforces whatever the spec says."""
+    env.procs.stop("controller")
+    env.procs.start_controller(resync_period=300)
+    try:
+        env.apply(ingress("tampered", "srv", {"from": from_pods("a")}))
+        env.wait()
+        want = env.rulesets()["default/srv"]["spec"]
+        any_peer = {k: v for k, v in want["ingress"]["rules"][0].items() if k != "peers"}
+        env.kubectl(
+            "patch",
+            "pnr",
+            "srv",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"ingress": {"rules": [any_peer]}}}),
+        )
+        assert env.rulesets()["default/srv"]["spec"] != want
+        env.until(
+            "the controller to restore the ruleset",
+            lambda: env.rulesets()["default/srv"]["spec"] == want,
+            timeout=15,
+        )
+        env.wait()
+        env.flows({Flow("a", "srv"): True, Flow("b", "srv"): False})
+    finally:
+        env.procs.stop("controller")
+        env.procs.start_controller()
+
+
 def _holder(env: E2E) -> str:
     out = env.kubectl("get", "lease", "mnp-controller", "-n", "default", "-o", "json", check=False)
     return str(json.loads(out).get("spec", {}).get("holderIdentity") or "") if out else ""
