@@ -165,8 +165,14 @@ class Controller:
 
     async def _on_ruleset(self, event: WatchEvent) -> None:
         self._status_needed.set()
-        if event.type == "DELETED" or _key(event.obj) not in self._desired_keys():
-            self._compile_needed.set()  # someone deleted or added a ruleset: restore what should be
+        old_generation = ((event.old or {}).get("metadata") or {}).get("generation")
+        new_generation = (event.obj.get("metadata") or {}).get("generation")
+        if (
+            event.type == "DELETED"
+            or _key(event.obj) not in self._desired_keys()
+            or old_generation != new_generation  # a spec write (ours, or someone's hand edit)
+        ):
+            self._compile_needed.set()  # restore what should be; nothing is written if it already is
         self._wake.set()
 
     def _desired_keys(self) -> set[Key]:

@@ -104,6 +104,7 @@ class LeaderElector:
         self.release_on_cancel = release_on_cancel
         self.leading = asyncio.Event()
         self._what = f"Lease {namespace}/{name}"
+        self._last_failure = ""
 
     async def run(
         self,
@@ -138,6 +139,15 @@ class LeaderElector:
         if failure is not None:
             raise failure
 
+    def _log_failure(self, what: str, e: KubeApiError) -> None:
+        """A lost race (409) is routine; anything else (no namespace, no RBAC) is said out loud, once."""
+        if e.code == 409:
+            log.debug(what, extra={"object": self._what, "error": str(e)})
+            return
+        if self._last_failure != str(e):
+            self._last_failure = str(e)
+            log.warning(what, extra={"object": self._what, "error": str(e)})
+
     async def _acquire(self) -> None:
         while not await self._try_acquire_or_renew():
             await asyncio.sleep(self.retry_period)
@@ -165,7 +175,7 @@ class LeaderElector:
         except KubeNotFound:
             return await self._create(now)
         except KubeApiError as e:
-            log.debug("lease read failed", extra={"object": self._what, "error": str(e)})
+            self._log_failure("lease read failed", e)
             return False
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
@@ -184,7 +194,7 @@ class LeaderElector:
         try:
             await self.client.replace(LEASES, {**lease, "spec": new_spec})
         except KubeApiError as e:  # 409: another candidate wrote first
-            log.debug("lease write failed", extra={"object": self._what, "error": str(e)})
+            self._log_failure("lease write failed", e)
             return False
         return True
 
@@ -204,7 +214,7 @@ class LeaderElector:
         try:
             await self.client.create(LEASES, body)
         except KubeApiError as e:
-            log.debug("lease create failed", extra={"object": self._what, "error": str(e)})
+            self._log_failure("lease create failed", e)
             return False
         return True
 
