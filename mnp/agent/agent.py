@@ -98,6 +98,8 @@ class PodTable:
     applied_at: str | None = None
     counts: tuple[int, int] = (0, 0)
     fallback: bool = False  # the table is the isolation-only fallback for an invalid ruleset
+    generation: int = -1  # of the ruleset the table was last made to match
+    nft_generation: int = -1  # the netns's nftables generation when the table was last verified
 
 
 @dataclass
@@ -285,6 +287,22 @@ class Agent:
 
     async def _enforce(self, key: Key, ruleset: dict[str, Any], held: PodTable, drift_check: bool) -> None:
         where = f"{key[0]}/{key[1]}"
+        generation = _generation(ruleset)
+        if (
+            not drift_check
+            and held.generation == generation
+            and held.digest is not None
+            and not held.fallback
+        ):
+            # Only the status or labels changed (our own status write comes back this way): the table
+            # is what this generation asks for; nothing to render.
+            rules, elements = held.counts
+            message = f"{rules} rules and {elements} set elements in table inet {self.table_name}"
+            await self._report(
+                ruleset,
+                st.Outcome(True, st.R_APPLIED, message, held.applied_hash, rules, elements, held.applied_at),
+            )
+            return
         try:
             spec = spec_from_object(ruleset)
             problem = ""
@@ -319,6 +337,7 @@ class Agent:
             self.queue.add_after(key, RETRY_S)
             return
         held.fallback = bool(problem)
+        held.generation = generation
         if outcome == "repaired":
             self.metrics.drift_repaired()
             pod = self.pods.get(*key)
@@ -359,13 +378,28 @@ class Agent:
         """Make the pod's table match `spec` (blocking); returns "unchanged", "applied" or "repaired"."""
         table = build_table(spec, self.config.options)
         applied_hash = st.transaction_hash(render_table_replace(table))
-        if held.applied_hash == applied_hash and held.digest is not None and not drift_check:
-            return "unchanged"
-        want = self.scratch.digest(table, applied_hash)
-        have = held.nft.table_digest(self.table_name)
-        if have == want:  # already right (an agent restart): adopted, not rewritten
-            self._held(held, table, applied_hash, want)
-            return "unchanged"
+        if held.applied_hash == applied_hash and held.digest is not None:
+            if not drift_check:
+                return "unchanged"
+            # Nothing committed in the netns since the last check: the table cannot have changed. Only
+            # then is the table listed (the expensive part: it is read in full).
+            generation = held.nft.generation()
+            if generation == held.nft_generation:
+                return "unchanged"
+            if held.nft.table_digest(self.table_name) == held.digest:
+                held.nft_generation = generation
+                return "unchanged"
+            want: str | None = held.digest  # drifted from what we applied: restore it
+        elif held.digest is None and held.nft.table_shape(self.table_name) is not None:
+            # A table we have no memory of (an agent restart): if it is already right, adopt it.
+            want = self.scratch.digest(table, applied_hash)
+            generation = held.nft.generation()
+            if held.nft.table_digest(self.table_name) == want:
+                self._held(held, table, applied_hash, want)
+                held.nft_generation = generation
+                return "unchanged"
+        else:
+            want = None  # a new transaction: what it lists as is read back after the apply
         repaired = drift_check and held.applied_hash == applied_hash and held.digest is not None
         started = datetime.datetime.now()
         text = render_table_swap(table, held.nft.table_shape(self.table_name))
@@ -375,11 +409,13 @@ class Agent:
             self.metrics.observe_apply((datetime.datetime.now() - started).total_seconds(), False)
             raise
         self.metrics.observe_apply((datetime.datetime.now() - started).total_seconds(), True)
+        generation = held.nft.generation()
         back = held.nft.table_digest(self.table_name)
-        if back != want:
+        held.nft_generation = generation
+        if back is None or (want is not None and back != want):
             raise NftError(f"table inet {self.table_name} read back differs from what was applied")
         held.applied_at = now()
-        self._held(held, table, applied_hash, want)
+        self._held(held, table, applied_hash, back)
         log.info(
             "table repaired" if repaired else "table applied",
             extra={

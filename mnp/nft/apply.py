@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import socket
+import struct
 import subprocess
 import threading
 from types import TracebackType
@@ -40,6 +42,8 @@ class NftRunner(Protocol):
 
     def table_digest(self, table: str) -> str | None: ...
 
+    def generation(self) -> int: ...
+
     def delete_table(self, table: str) -> None: ...
 
     def close(self) -> None: ...
@@ -51,6 +55,44 @@ def _setns(fd: int) -> None:
     if libc.setns(fd, _CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+_NETLINK_NETFILTER = 12
+_NFNL_SUBSYS_NFTABLES = 10
+_NFT_MSG_GETGEN = 16
+_NFTA_GEN_ID = 1
+_NLMSG_ERROR = 2
+
+
+def _netfilter_socket() -> socket.socket:
+    """A netlink socket of the calling thread's netns, for NFT_MSG_GETGEN."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
+    sock.bind((0, 0))
+    sock.settimeout(5.0)
+    return sock
+
+
+def ruleset_generation(sock: socket.socket, seq: int) -> int:
+    """The nftables ruleset generation of the socket's netns: it changes with every commit there."""
+    header = struct.pack("=IHHII", 20, (_NFNL_SUBSYS_NFTABLES << 8) | _NFT_MSG_GETGEN, 1, seq, 0)
+    sock.send(header + struct.pack("=BBH", 0, 0, 0))
+    while True:
+        data = sock.recv(65536)
+        offset = 0
+        while offset + 16 <= len(data):
+            length, kind, _, got_seq, _ = struct.unpack_from("=IHHII", data, offset)
+            if got_seq == seq:
+                if kind == _NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", data, offset + 16)
+                    raise NftError(f"ruleset generation: netlink error {os.strerror(-code)}")
+                attr = offset + 20  # after nlmsghdr and nfgenmsg
+                while attr + 4 <= offset + length:
+                    alen, atype = struct.unpack_from("=HH", data, attr)
+                    if atype & 0x7FFF == _NFTA_GEN_ID:
+                        return int(struct.unpack_from(">I", data, attr + 4)[0])
+                    attr += (alen + 3) & ~3
+                raise NftError("ruleset generation: no NFTA_GEN_ID in the answer")
+            offset += (length + 3) & ~3
 
 
 def _open_in_netns(fd: int) -> Any:
@@ -71,6 +113,7 @@ def _open_in_netns(fd: int) -> Any:
             if rc != 0:
                 raise NftError(err.strip() or f"nft failed ({rc})")
             result.append(ctx)
+            result.append(_netfilter_socket())
         except BaseException as e:  # handed to the caller's thread
             failure.append(e)
 
@@ -79,7 +122,7 @@ def _open_in_netns(fd: int) -> Any:
     thread.join()
     if failure:
         raise failure[0]
-    return result[0]
+    return result[0], result[1]
 
 
 class NetnsNft:
@@ -97,7 +140,8 @@ class NetnsNft:
         except OSError as e:
             raise NetnsError(f"{netns_path}: cannot open network namespace: {e.strerror}") from e
         try:
-            self._ctx: Any = _open_in_netns(fd)
+            self._ctx, self._gen_socket = _open_in_netns(fd)
+            self._seq = 0
         except OSError as e:
             raise NetnsError(f"{netns_path}: cannot enter network namespace: {e.strerror}") from e
         finally:
@@ -163,6 +207,17 @@ class NetnsNft:
             raise NftError(f"{self.netns_path}: {err.strip() or f'nft failed ({rc})'}")
         return str(out)
 
+    def generation(self) -> int:
+        """The netns's nftables ruleset generation: equal values mean no commit happened in between."""
+        with self._lock:
+            if self._ctx is None:
+                raise NftError(f"{self.netns_path}: nft context is closed")
+            self._seq += 1
+            try:
+                return ruleset_generation(self._gen_socket, self._seq)
+            except OSError as e:
+                raise NftError(f"{self.netns_path}: ruleset generation: {e}") from e
+
     def delete_table(self, table: str) -> None:
         """Remove the table; nothing happens if it is absent."""
         self.run(render_delete(table))
@@ -171,6 +226,8 @@ class NetnsNft:
         """Free the context and its socket, which unpins the netns. Idempotent."""
         with self._lock:
             ctx, self._ctx = self._ctx, None
+            if ctx is not None:
+                self._gen_socket.close()
         # pip-nftables frees the libnftables context (closing its socket) when the object goes; we hold
         # the only reference, so dropping it frees it here, not at some later collection.
         del ctx

@@ -502,3 +502,15 @@ def test_equal_tables_in_two_netns_have_equal_digests_and_any_change_shows(
         assert nft.table_digest(table.name) == digest
         nft.run(f"flush chain inet {table.name} ingress")
         assert nft.table_digest(table.name) != digest
+
+
+def test_the_ruleset_generation_moves_with_every_commit_in_the_netns_and_only_then(
+    nft: NetnsNft, netns: str
+) -> None:
+    first = nft.generation()
+    assert nft.generation() == first
+    nft.apply(render_table_swap(build_table(*CASES["deny-all"]), None))
+    second = nft.generation()
+    assert second != first
+    _sh("nsenter", f"--net={netns}", "nft", "add", "table", "inet", "someone_else")
+    assert nft.generation() != second
