@@ -288,12 +288,15 @@ class Agent:
     async def _enforce(self, key: Key, ruleset: dict[str, Any], held: PodTable, drift_check: bool) -> None:
         where = f"{key[0]}/{key[1]}"
         generation = _generation(ruleset)
-        if (
-            not drift_check
-            and held.generation == generation
-            and held.digest is not None
-            and not held.fallback
-        ):
+        current = held.generation == generation and held.digest is not None and not held.fallback
+        if current and drift_check:
+            # No commit in the netns since the table was verified: it cannot have drifted.
+            try:
+                unchanged = await asyncio.to_thread(held.nft.generation) == held.nft_generation
+            except NftError:
+                unchanged = False
+            drift_check = not unchanged
+        if current and not drift_check:
             # Only the status or labels changed (our own status write comes back this way): the table
             # is what this generation asks for; nothing to render.
             rules, elements = held.counts
