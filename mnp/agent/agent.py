@@ -93,13 +93,18 @@ class PodTable:
     uid: str
     netns: tuple[int, int]  # (dev, inode) of the netns file
     nft: NetnsNft
-    digest: str | None = None  # listing digest of the table the agent applied or verified
+    digest: str | None = None  # listing digest of the table, once it was needed (drift check, adoption)
     applied_hash: str = ""
     applied_at: str | None = None
     counts: tuple[int, int] = (0, 0)
     fallback: bool = False  # the table is the isolation-only fallback for an invalid ruleset
     generation: int = -1  # of the ruleset the table was last made to match
     nft_generation: int = -1  # the netns's nftables generation when the table was last verified
+
+    @property
+    def known(self) -> bool:
+        """The table holds what `applied_hash` renders: applied, or verified, by this agent."""
+        return bool(self.applied_hash)
 
 
 @dataclass
@@ -288,7 +293,7 @@ class Agent:
     async def _enforce(self, key: Key, ruleset: dict[str, Any], held: PodTable, drift_check: bool) -> None:
         where = f"{key[0]}/{key[1]}"
         generation = _generation(ruleset)
-        current = held.generation == generation and held.digest is not None and not held.fallback
+        current = held.generation == generation and held.known and not held.fallback
         if current and drift_check:
             # No commit in the netns since the table was verified: it cannot have drifted.
             try:
@@ -312,7 +317,7 @@ class Agent:
         except InvalidRuleset as e:
             problem = e.describe()
             self.metrics.failure(st.R_INVALID)
-            if held.digest is not None and not held.fallback:
+            if held.known and not held.fallback:
                 await self._report(
                     ruleset,
                     st.Outcome(
@@ -378,22 +383,28 @@ class Agent:
         await self._report(ruleset, result)
 
     def _apply(self, key: Key, spec: RulesetSpec, held: PodTable, drift_check: bool) -> str:
-        """Make the pod's table match `spec` (blocking); returns "unchanged", "applied" or "repaired"."""
+        """Make the pod's table match `spec` (blocking); returns "unchanged", "applied" or "repaired".
+
+        Listing a whole table is the expensive part (every element is read), so it is done only when
+        something may have changed it: at start for a table the agent has no memory of, and in a drift
+        check when the netns's nftables generation moved since the table was last verified. After an
+        apply, the table's declarations are read back (cheap: no elements) and compared.
+        """
         table = build_table(spec, self.config.options)
         applied_hash = st.transaction_hash(render_table_replace(table))
-        if held.applied_hash == applied_hash and held.digest is not None:
+        known = held.known and held.applied_hash == applied_hash
+        want: str | None = None
+        if known:
             if not drift_check:
                 return "unchanged"
-            # Nothing committed in the netns since the last check: the table cannot have changed. Only
-            # then is the table listed (the expensive part: it is read in full).
             generation = held.nft.generation()
             if generation == held.nft_generation:
+                return "unchanged"  # nothing was committed in the netns: the table cannot have changed
+            want = held.digest or self.scratch.digest(table, applied_hash)
+            if held.nft.table_digest(self.table_name) == want:
+                held.digest, held.nft_generation = want, generation
                 return "unchanged"
-            if held.nft.table_digest(self.table_name) == held.digest:
-                held.nft_generation = generation
-                return "unchanged"
-            want: str | None = held.digest  # drifted from what we applied: restore it
-        elif held.digest is None and held.nft.table_shape(self.table_name) is not None:
+        elif not held.known and held.nft.table_shape(self.table_name) is not None:
             # A table we have no memory of (an agent restart): if it is already right, adopt it.
             want = self.scratch.digest(table, applied_hash)
             generation = held.nft.generation()
@@ -401,9 +412,7 @@ class Agent:
                 self._held(held, table, applied_hash, want)
                 held.nft_generation = generation
                 return "unchanged"
-        else:
-            want = None  # a new transaction: what it lists as is read back after the apply
-        repaired = drift_check and held.applied_hash == applied_hash and held.digest is not None
+        repaired = known and drift_check
         started = datetime.datetime.now()
         text = render_table_swap(table, held.nft.table_shape(self.table_name))
         try:
@@ -413,12 +422,11 @@ class Agent:
             raise
         self.metrics.observe_apply((datetime.datetime.now() - started).total_seconds(), True)
         generation = held.nft.generation()
-        back = held.nft.table_digest(self.table_name)
-        held.nft_generation = generation
-        if back is None or (want is not None and back != want):
+        if held.nft.table_shape(self.table_name) != table.shape():
             raise NftError(f"table inet {self.table_name} read back differs from what was applied")
+        held.nft_generation = generation
         held.applied_at = now()
-        self._held(held, table, applied_hash, back)
+        self._held(held, table, applied_hash, want if repaired else None)
         log.info(
             "table repaired" if repaired else "table applied",
             extra={
@@ -431,7 +439,7 @@ class Agent:
         return "repaired" if repaired else "applied"
 
     @staticmethod
-    def _held(held: PodTable, table: Table, applied_hash: str, digest: str) -> None:
+    def _held(held: PodTable, table: Table, applied_hash: str, digest: str | None) -> None:
         held.applied_hash, held.digest, held.counts = applied_hash, digest, table.counts()
 
     def _find(self, uid: str) -> NetnsLike | None:
