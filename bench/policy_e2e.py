@@ -1,0 +1,169 @@
+"""End-to-end benchmark: a policy applied → every selected pod's ruleset Applied (issue 7).
+
+A 2-node local cluster brought up as `mnp local up` does it, with mnp installed from crds/ and deploy/
+unchanged (the controller Deployment and the agent DaemonSet run as pods). `--pods` pods (split over
+the nodes by the scheduler; busybox `sleep`, one static-IPAM macvlan address) are started and waited
+Running. Then one MultiNetworkPolicy selecting all of them (ingress from the same pods on TCP 8080)
+is created, and each pod is timed from the policy's create returning to the first poll (every 50 ms)
+in which its PodNetworkRuleset has `observedGeneration == metadata.generation` and `Applied=True`.
+Then the policy is edited (port 8080 → 8081) and timed the same way. Prints a markdown table.
+
+    .venv/bin/python bench/policy_e2e.py [--pods 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mnp.kube.client import Client, PatchType
+from mnp.kube.resources import MNPS, NADS, PODS, RULESETS
+from mnp.local.cluster import down, up
+from mnp.local.layout import Layout
+
+NAD = {
+    "apiVersion": "k8s.cni.cncf.io/v1",
+    "kind": "NetworkAttachmentDefinition",
+    "metadata": {"name": "lan", "namespace": "default"},
+    "spec": {
+        "config": json.dumps(
+            {
+                "cniVersion": "0.4.0",
+                "type": "macvlan",
+                "mode": "bridge",
+                "master": "eth0",
+                "capabilities": {"ips": True},
+                "ipam": {"type": "static"},
+            }
+        )
+    },
+}
+
+
+def _pod(i: int) -> dict[str, Any]:
+    address = f"10.{50 + i // 250}.{i % 250}.10/8"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"p{i}",
+            "namespace": "default",
+            "labels": {"app": "bench"},
+            "annotations": {"k8s.v1.cni.cncf.io/networks": json.dumps([{"name": "lan", "ips": [address]}])},
+        },
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "command": ["sleep", "infinity"],
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                }
+            ]
+        },
+    }
+
+
+def _policy(port: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "k8s.cni.cncf.io/v1beta1",
+        "kind": "MultiNetworkPolicy",
+        "metadata": {
+            "name": "all",
+            "namespace": "default",
+            "annotations": {"k8s.v1.cni.cncf.io/policy-for": "lan"},
+        },
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "bench"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"app": "bench"}}}], "ports": [{"port": port}]}
+            ],
+        },
+    }
+
+
+def _applied(ruleset: dict[str, Any], port: int) -> bool:
+    status = ruleset.get("status") or {}
+    if status.get("observedGeneration") != ruleset["metadata"].get("generation"):
+        return False
+    rules = ((ruleset.get("spec") or {}).get("ingress") or {}).get("rules") or []
+    if not any(p.get("port") == port for r in rules for p in r.get("ports") or []):
+        return False
+    return any(
+        c.get("type") == "Applied" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+
+
+async def _until_applied(client: Client, pods: int, port: int, since: float) -> list[float]:
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + 300
+    while len(seen) < pods:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(seen)} of {pods} rulesets Applied after 300 s")
+        for r in (await client.list(RULESETS, "default")).items:
+            name = r["metadata"]["name"]
+            if name not in seen and _applied(r, port):
+                seen[name] = time.monotonic() - since
+        await asyncio.sleep(0.05)
+    return sorted(seen.values())
+
+
+async def _measure(layout: Layout, pods: int) -> list[tuple[str, list[float]]]:
+    async with await Client.from_kubeconfig(layout.kubeconfig) as client:
+        await client.create(NADS, NAD)
+        sem = asyncio.Semaphore(20)
+
+        async def create(i: int) -> None:
+            async with sem:
+                await client.create(PODS, _pod(i))
+
+        await asyncio.gather(*(create(i) for i in range(pods)))
+        deadline = time.monotonic() + 600
+        while True:
+            items = (await client.list(PODS, "default")).items
+            if sum(1 for p in items if (p.get("status") or {}).get("phase") == "Running") == pods:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("pods did not all start")
+            await asyncio.sleep(0.5)
+        started = time.monotonic()
+        await client.create(MNPS, _policy(8080))
+        created = await _until_applied(client, pods, 8080, started)
+        started = time.monotonic()
+        await client.patch(MNPS, "all", _policy(8081), "default", type=PatchType.MERGE)
+        edited = await _until_applied(client, pods, 8081, started)
+        return [("policy created", created), ("policy edited (port 8080 → 8081)", edited)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pods", type=int, default=200)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="mnpe-", dir="/tmp"))
+    layout = Layout.at(root)
+    try:
+        up(layout, 2, deploy=True)
+        rows = asyncio.run(_measure(layout, args.pods))
+    finally:
+        down(layout)
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"| {args.pods} pods, 2 nodes: policy → pod's ruleset Applied | p50 s | p99 s | max s | all s |")
+    print("|---|---:|---:|---:|---:|")
+    for what, times in rows:
+        p99 = times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))]
+        print(f"| {what} | {statistics.median(times):.2f} | {p99:.2f} | {max(times):.2f} | {times[-1]:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
