@@ -154,6 +154,12 @@ def main() -> int:
     try:
         up(layout, 2, deploy=True)
         rows = asyncio.run(_measure(layout, args.pods))
+    except RuntimeError:
+        for log in sorted(root.glob("n/*/pods/mnp-system_*/*/*.log")):  # what mnp itself said
+            print(
+                f"== {log.relative_to(root)}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-8:])
+            )
+        raise
     finally:
         down(layout)
         shutil.rmtree(root, ignore_errors=True)
