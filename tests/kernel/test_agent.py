@@ -23,6 +23,9 @@ import pytest
 import yaml
 from local_cluster import LocalCluster, local_cluster
 
+from mnp.local.nodes.containerd_config import load_settings
+from mnp.local.nodes.cri import CriClient
+
 pytestmark = pytest.mark.kernel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -561,6 +564,79 @@ def test_a_custom_rule_nft_refuses_stops_the_agent_at_start_naming_file_and_line
     assert out.returncode == 1
     assert f"{rules}:3: nft refuses the rule 'ip saddr 10.0.0.0/8 bogus-keyword accept'" in out.stderr
     assert "203.0.113.9" not in out.stderr
+
+
+def test_a_new_sandbox_of_the_pod_gets_the_table_in_its_new_netns(env: tuple[LocalCluster, Agents]) -> None:
+    """A sandbox re-created by the runtime (new netns, same pod uid): the agent finds it through CRI
+    (the newest ready sandbox of the uid) at its next resync and enforces there; the old netns is
+    let go. The local kubelet does not re-create sandboxes, so the test does what a kubelet would."""
+    c, _ = env
+    c.apply(compile_rulesets(c, policy(["cli"])))
+    applied(c)
+    pod = c.pod("srv")
+    old_netns = c.netns_of(pod)
+    socket_path = str(c.layout.node_dir("node-1") / "containerd.sock")
+    with CriClient(socket_path) as cri:
+        old = cri.find_sandbox(pod["metadata"]["uid"])
+        assert old is not None
+        runtime = load_settings(c.layout.node_dir("node-1"))
+        assert runtime is not None
+        new_id = cri.run_sandbox(
+            "srv",
+            "default",
+            pod["metadata"]["uid"],
+            {"app": "srv"},
+            {},
+            runtime.pod_cgroup(pod["metadata"]["uid"]),
+            attempt=1,
+        )
+        try:
+            new_netns = cri.sandbox_status(new_id).netns_path
+            assert new_netns != old_netns
+            cri.stop_sandbox(old.id)
+
+            def enforced_in_new_netns() -> bool:
+                out = subprocess.run(
+                    ["nsenter", f"--net={new_netns}", "nft", "list", "tables"], capture_output=True, text=True
+                )
+                return "inet mnp" in out.stdout
+
+            c.wait_for("the table in the new sandbox's netns", enforced_in_new_netns, timeout=30)
+        finally:
+            cri.stop_sandbox(new_id)
+            cri.remove_sandbox(new_id)
+    c.kubectl("delete", "pod", "srv", "--wait=true", "--timeout=60s")
+    c.apply(json.dumps(_pod("srv")))
+    c.wait_running("srv")
+
+
+def test_a_pod_deleted_during_a_burst_of_updates_leaves_the_agent_working(
+    env: tuple[LocalCluster, Agents],
+) -> None:
+    """The pod's netns vanishes while its ruleset keeps changing: errors are reported or the ruleset
+    goes with its pod; the agent keeps enforcing the other pods and serves the next ruleset."""
+    c, agents = env
+    c.apply(compile_rulesets(c, policy(["cli"])))
+    applied(c)
+    deleter = threading.Thread(
+        target=lambda: c.kubectl("delete", "pod", "srv", "--wait=true", "--timeout=60s")
+    )
+    deleter.start()
+    try:
+        for i in range(6):
+            c.kubectl(
+                "apply", "-f", "-", input=compile_rulesets(c, policy(["cli"], name=f"burst-{i}")), check=False
+            )
+    finally:
+        deleter.join()
+    assert agents.procs["node-1"].poll() is None, "the agent died"
+    c.apply(json.dumps(_pod("srv")))
+    c.wait_running("srv")
+    c.apply(compile_rulesets(c, policy(["cli"])))
+    r = applied(c)
+    assert condition(r)["status"] == "True"
+    assert reaches(c, "cli") and not reaches(c, "other")
+    c.kubectl("delete", "pnr", "srv")
 
 
 def test_hostile_rulesets_that_pass_a_lax_crd_are_refused_by_the_agent_with_status(
