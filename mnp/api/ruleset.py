@@ -8,6 +8,7 @@ interface names match the kernel's rules. `spec_to_raw` is the canonical wire fo
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -305,10 +306,20 @@ def _interface(raw: Any, path: str) -> Interface:
 def _network(raw: Any, path: str) -> IPNetwork:
     if not isinstance(raw, str) or not _CIDR.fullmatch(raw):
         raise InvalidRuleset(path, f"{raw!r} is not a CIDR (address/prefix length)")
+    network = _parsed_network(raw)
+    if network is None:
+        raise InvalidRuleset(path, f"{raw!r} is not a CIDR with its host bits zero")
+    return network
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parsed_network(text: str) -> IPNetwork | None:
+    """Parsing is most of the cost of validating a big ruleset, and the same peers recur across
+    rulesets and their updates; networks are immutable, so they are shared."""
     try:
-        return ipaddress.ip_network(raw, strict=True)
+        return ipaddress.ip_network(text, strict=True)
     except ValueError:
-        raise InvalidRuleset(path, f"{raw!r} is not a CIDR with its host bits zero") from None
+        return None
 
 
 def _ifname(raw: Any, path: str) -> str:
