@@ -398,7 +398,7 @@ class PodWorker:
             ),
         )
         specs = pod_container_specs(pod, ctx)
-        self.processes = PodProcesses(
+        processes = PodProcesses(
             f"{self.namespace}/{self.name}",
             specs,
             netns=None if hostnet else self.record.netns,
@@ -408,7 +408,13 @@ class PodWorker:
             on_change=self._kick_from_thread,
         )
         t3 = time.monotonic()
-        await asyncio.to_thread(self.processes.start)
+        try:
+            await asyncio.to_thread(processes.start)
+        except BaseException:
+            # Not started: nothing is recorded as running, so the retry starts the containers again.
+            await asyncio.to_thread(processes.stop, 0)
+            raise
+        self.processes = processes
         self.problem = None
         log.info(
             "pod started",

@@ -378,7 +378,10 @@ def _make_cgroup(rel: str) -> list[Path]:
                 path = path / part
                 if path.is_dir():
                     continue
-                path.mkdir()
+                try:
+                    path.mkdir()
+                except FileExistsError:
+                    continue  # made by a container of another pod starting at the same moment
                 created.append(path)
                 _inherit_cpuset(path)
     except OSError as e:
