@@ -20,8 +20,8 @@ was applied and repaired on a difference (counted, and an Event on the pod).
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -33,9 +33,9 @@ from mnp.api.errors import InvalidRuleset, NetnsError, NftError
 from mnp.api.ruleset import NODE_LABEL, RulesetSpec, spec_from_object
 from mnp.kube.client import Client, PatchType
 from mnp.kube.errors import KubeApiError, KubeNotFound
-from mnp.kube.events import WARNING, EventRecorder
+from mnp.kube.events import WARNING, EventRecorder, now_timestamp
 from mnp.kube.resources import PODS, RULESETS
-from mnp.kube.watch import Informer, WatchEvent
+from mnp.kube.watch import Informer, WatchEvent, object_key
 from mnp.nft.apply import NetnsNft
 from mnp.nft.model import Table
 from mnp.nft.render import RenderOptions, build_table, render_table_replace, render_table_swap
@@ -124,10 +124,6 @@ class BadCustomRules(NftError):
         super().__init__(f"custom rules refused by nft: {lines}")
 
 
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class Agent:
     def __init__(
         self,
@@ -162,7 +158,7 @@ class Agent:
             await self.rulesets.synced.wait()
             await self.pods.synced.wait()
             await asyncio.to_thread(self._remove_unasked_tables)
-            self._initial = {_key(r) for r in self.rulesets.items()}
+            self._initial = {object_key(r) for r in self.rulesets.items()}
             for key in sorted(self._initial):
                 self.queue.add(key)
             if not self._initial:
@@ -180,12 +176,12 @@ class Agent:
             self.scratch.close()
 
     async def _on_change(self, event: WatchEvent) -> None:
-        self.queue.add(_key(event.obj))
+        self.queue.add(object_key(event.obj))
 
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.config.resync_period)
-            for key in {*self.tables, *(_key(r) for r in self.rulesets.items())}:
+            for key in {*self.tables, *(object_key(r) for r in self.rulesets.items())}:
                 self.queue.add(key, DRIFT)
 
     async def _worker(self, number: int) -> None:
@@ -206,9 +202,9 @@ class Agent:
 
     def _remove_unasked_tables(self) -> None:
         """At start: a table in a pod of this node that no ruleset asks for is stale; remove it."""
-        asked = {_key(r) for r in self.rulesets.items()}
+        asked = {object_key(r) for r in self.rulesets.items()}
         for pod in self.pods.items():
-            key = _key(pod)
+            key = object_key(pod)
             if key in asked or not _running(pod):
                 continue
             ref = self._find(str(pod["metadata"].get("uid", "")))
@@ -304,12 +300,7 @@ class Agent:
         if current and not drift_check:
             # Only the status or labels changed (our own status write comes back this way): the table
             # is what this generation asks for; nothing to render.
-            rules, elements = held.counts
-            message = f"{rules} rules and {elements} set elements in table inet {self.table_name}"
-            await self._report(
-                ruleset,
-                st.Outcome(True, st.R_APPLIED, message, held.applied_hash, rules, elements, held.applied_at),
-            )
+            await self._report(ruleset, self._outcome(held))
             return
         try:
             spec = spec_from_object(ruleset)
@@ -357,30 +348,22 @@ class Agent:
                     f"table inet {self.table_name} differed from ruleset generation "
                     f"{_generation(ruleset)} and was restored",
                 )
-        rules, elements = held.counts
-        held.applied_at = held.applied_at or (ruleset.get("status") or {}).get("lastApplied") or now()
-        if problem:
-            isolated = ", ".join(sorted(set(spec.ingress.isolated if spec.ingress else ())))
-            result = st.Outcome(
-                False,
-                st.R_INVALID,
-                f"{problem}; applied isolation only: all traffic denied on {isolated}",
-                held.applied_hash,
-                rules,
-                elements,
-                held.applied_at,
-            )
-        else:
-            result = st.Outcome(
-                True,
-                st.R_APPLIED,
-                f"{rules} rules and {elements} set elements in table inet {self.table_name}",
-                held.applied_hash,
-                rules,
-                elements,
-                held.applied_at,
-            )
+        held.applied_at = (
+            held.applied_at or (ruleset.get("status") or {}).get("lastApplied") or now_timestamp()
+        )
+        isolated = ", ".join(sorted(set(spec.ingress.isolated if spec.ingress else ())))
+        result = self._outcome(
+            held, f"{problem}; applied isolation only: all traffic denied on {isolated}" if problem else ""
+        )
         await self._report(ruleset, result)
+
+    def _outcome(self, held: PodTable, problem: str = "") -> st.Outcome:
+        """The status of what `held` enforces: Applied, or InvalidRuleset with the fallback applied."""
+        rules, elements = held.counts
+        ok = not problem
+        message = problem or f"{rules} rules and {elements} set elements in table inet {self.table_name}"
+        reason = st.R_APPLIED if ok else st.R_INVALID
+        return st.Outcome(ok, reason, message, held.applied_hash, rules, elements, held.applied_at)
 
     def _apply(self, key: Key, spec: RulesetSpec, held: PodTable, drift_check: bool) -> str:
         """Make the pod's table match `spec` (blocking); returns "unchanged", "applied" or "repaired".
@@ -413,19 +396,19 @@ class Agent:
                 held.nft_generation = generation
                 return "unchanged"
         repaired = known and drift_check
-        started = datetime.datetime.now()
+        started = time.monotonic()
         text = render_table_swap(table, held.nft.table_shape(self.table_name))
         try:
             held.nft.apply(text)
         except NftError:
-            self.metrics.observe_apply((datetime.datetime.now() - started).total_seconds(), False)
+            self.metrics.observe_apply(time.monotonic() - started, False)
             raise
-        self.metrics.observe_apply((datetime.datetime.now() - started).total_seconds(), True)
+        self.metrics.observe_apply(time.monotonic() - started, True)
         generation = held.nft.generation()
         if held.nft.table_shape(self.table_name) != table.shape():
             raise NftError(f"table inet {self.table_name} read back differs from what was applied")
         held.nft_generation = generation
-        held.applied_at = now()
+        held.applied_at = now_timestamp()
         self._held(held, table, applied_hash, want if repaired else None)
         log.info(
             "table repaired" if repaired else "table applied",
@@ -457,7 +440,7 @@ class Agent:
     async def _report(self, ruleset: dict[str, Any], outcome: st.Outcome) -> None:
         meta = ruleset.get("metadata") or {}
         old = ruleset.get("status") or {}
-        new = st.ruleset_status(_generation(ruleset), outcome, now(), old)
+        new = st.ruleset_status(_generation(ruleset), outcome, now_timestamp(), old)
         if st.same_status(old, new):
             return
         try:
@@ -486,11 +469,6 @@ class Agent:
                     "detail": outcome.message,
                 },
             )
-
-
-def _key(obj: Mapping[str, Any]) -> Key:
-    meta = obj.get("metadata") or {}
-    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
 def _generation(obj: Mapping[str, Any]) -> int:

@@ -80,14 +80,6 @@ class Scratch:
                 self._digests.popitem(last=False)
             return digest
 
-    def remember(self, key: str, digest: str) -> None:
-        """Record the digest read back after applying `key` to a pod (saves a scratch apply later)."""
-        with self._lock:
-            self._digests[key] = digest
-            self._digests.move_to_end(key)
-            if len(self._digests) > _CACHE:
-                self._digests.popitem(last=False)
-
     def check_custom_rules(self, options: RenderOptions) -> list[tuple[str, str, str]]:
         """Apply each custom rule alone in a table of this namespace; the ones nft refuses.
 

@@ -11,7 +11,6 @@ policy raises one Event per new problem, not one per pass.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import time
 from collections.abc import Mapping
@@ -26,12 +25,20 @@ from mnp.api.status import same_status
 from mnp.compiler.affected import Change, affected_policies
 from mnp.compiler.compile import CompileOptions, CompileResult, Snapshot
 from mnp.compiler.incremental import Compiled
-from mnp.controller.plan import Action, Key, Write, desired_rulesets, plan_writes, policy_status
+from mnp.controller.plan import (
+    Action,
+    Key,
+    Write,
+    desired_rulesets,
+    plan_writes,
+    policy_status,
+    problem_messages,
+)
 from mnp.kube.client import Client, PatchType
 from mnp.kube.errors import KubeApiError, KubeConflict, KubeNotFound
-from mnp.kube.events import WARNING, EventRecorder
+from mnp.kube.events import WARNING, EventRecorder, now_timestamp
 from mnp.kube.resources import MNPS, NADS, NAMESPACES, PODS, RULESETS
-from mnp.kube.watch import Informer, WatchEvent
+from mnp.kube.watch import Informer, WatchEvent, object_key
 
 log = logging.getLogger(__name__)
 DEBOUNCE_S = 0.05
@@ -41,7 +48,7 @@ FIELD_MANAGER = "mnp-controller"
 class Metrics(Protocol):
     def observe_compile(self, seconds: float) -> None: ...
 
-    def ruleset_written(self, action: str) -> None: ...
+    def ruleset_written(self, action: str, count: int = 1) -> None: ...
 
     def set_queue_depth(self, depth: int) -> None: ...
 
@@ -54,17 +61,8 @@ class ControllerConfig:
     resync_period: float = 300.0
 
 
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _ref(obj: Any) -> ObjRef:
     return ObjRef("", obj.name, "Namespace") if isinstance(obj, Namespace) else obj.ref
-
-
-def _key(obj: Mapping[str, Any]) -> Key:
-    meta = obj.get("metadata") or {}
-    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
 class Parsed:
@@ -78,7 +76,7 @@ class Parsed:
 
     def apply(self, kind: str, event: WatchEvent) -> Change:
         """Re-parse the one object of `event`; the change as the compiler sees it (old and new)."""
-        key, gone = _key(event.obj), event.type == "DELETED"
+        key, gone = object_key(event.obj), event.type == "DELETED"
         if kind == "policy":
             return self._set(self.policies, key, None if gone else parse_policy(event.obj)[0])
         if kind == "pod":
@@ -169,7 +167,7 @@ class Controller:
         new_generation = (event.obj.get("metadata") or {}).get("generation")
         if (
             event.type == "DELETED"
-            or _key(event.obj) not in self._desired_keys()
+            or object_key(event.obj) not in self._desired_keys()
             or old_generation != new_generation  # a spec write (ours, or someone's hand edit)
         ):
             self._compile_needed.set()  # restore what should be; nothing is written if it already is
@@ -241,11 +239,10 @@ class Controller:
         result = self.compiled.result()
         self.result = result
         desired = desired_rulesets(result.rulesets, snapshot.pods, self._objects)
-        existing = {_key(r): r for r in self.rulesets.items()}
+        existing = {object_key(r): r for r in self.rulesets.items()}
         writes = plan_writes(desired, existing)
         unchanged = len(desired) - sum(1 for w in writes if w.action is not Action.DELETE)
-        for _ in range(max(0, unchanged)):
-            self.metrics.ruleset_written("unchanged")
+        self.metrics.ruleset_written("unchanged", max(0, unchanged))
         await asyncio.gather(*(self._write(w) for w in writes))
         if writes:
             counts = {f"rulesets_{a.value}": sum(1 for w in writes if w.action is a) for a in Action}
@@ -282,15 +279,15 @@ class Controller:
     async def update_policy_status(self) -> None:
         if self.result is None:
             return
-        rulesets = {_key(r): r for r in self.rulesets.items()}
+        rulesets = {object_key(r): r for r in self.rulesets.items()}
         problems: dict[str, list[Diagnostic]] = {}
         for d in self.result.diagnostics:
             problems.setdefault(str(d.obj), []).append(d)
-        stamp = now()
+        stamp = now_timestamp()
         for raw in self.informers["policy"].items():
             meta = raw.get("metadata") or {}
             key = f"{meta.get('namespace')}/{meta.get('name')}"
-            policy = self.parsed.policies.get(_key(raw))
+            policy = self.parsed.policies.get(object_key(raw))
             own = [*(policy.problems if policy else ()), *problems.get(key, [])]
             own = list(dict.fromkeys(own))
             status = policy_status(raw, self.result.selected.get(key, ()), own, rulesets, stamp)
@@ -328,7 +325,7 @@ class Controller:
     async def _report_problems(self, raw: Mapping[str, Any], problems: list[Diagnostic]) -> None:
         meta = raw.get("metadata") or {}
         uid = str(meta.get("uid") or "")
-        messages = tuple(sorted({f"{d.field}: {d.message}" if d.field else d.message for d in problems}))
+        messages = tuple(problem_messages(problems))
         generation = int(meta.get("generation") or 0)
         if not messages:
             self._reported.pop(uid, None)

@@ -120,6 +120,11 @@ def _applied(ruleset: Mapping[str, Any]) -> bool | None:
     return None
 
 
+def problem_messages(problems: Iterable[Diagnostic]) -> list[str]:
+    """`field: message` of each distinct problem, sorted: the Accepted condition and the Event say it."""
+    return sorted({f"{d.field}: {d.message}" if d.field else d.message for d in problems})
+
+
 def policy_status(
     policy: Mapping[str, Any],
     selected: Iterable[ObjRef],
@@ -142,7 +147,7 @@ def policy_status(
             enforced += 1
         elif state is False:
             failed += 1
-    messages = sorted({f"{d.field}: {d.message}" if d.field else d.message for d in problems})
+    messages = problem_messages(problems)
     accepted = (
         (True, "Accepted", "the policy is valid") if not messages else (False, "Invalid", "; ".join(messages))
     )
@@ -191,5 +196,6 @@ __all__ = [
     "desired_rulesets",
     "plan_writes",
     "policy_status",
+    "problem_messages",
     "same_status",
 ]

@@ -27,7 +27,8 @@ CACHE_SIZE = 4096  # remembered (object, reason, message) keys, least recently u
 _Key = tuple[str, str, str, str, str, str, str]  # uid, kind, namespace, name, type, reason, message
 
 
-def _now() -> str:
+def now_timestamp() -> str:
+    """Now, as Kubernetes writes Time fields (seconds, UTC): Events, conditions, status times."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -86,7 +87,7 @@ class EventRecorder:
                 return None
 
     async def _create(self, ref: dict[str, Any], type: str, reason: str, message: str) -> dict[str, Any]:
-        now = _now()
+        now = now_timestamp()
         # Events of cluster-scoped objects (Nodes, Namespaces) live in "default", as client-go puts them.
         namespace = ref.get("namespace") or "default"
         source = {"component": self.component} | ({"host": self.host} if self.host else {})
@@ -109,7 +110,7 @@ class EventRecorder:
 
     async def _bump(self, seen: tuple[str, str, int], message: str) -> dict[str, Any]:
         namespace, name, count = seen
-        patch = {"count": count + 1, "lastTimestamp": _now(), "message": message}
+        patch = {"count": count + 1, "lastTimestamp": now_timestamp(), "message": message}
         return await self.client.patch(EVENTS, name, patch, namespace)
 
     def _remember(self, key: _Key, namespace: str, name: str, count: int) -> None:

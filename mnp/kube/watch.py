@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -45,7 +45,7 @@ class WatchEvent:
 Handler = Callable[[WatchEvent], Awaitable[None]]
 
 
-def object_key(obj: dict[str, Any]) -> Key:
+def object_key(obj: Mapping[str, Any]) -> Key:
     meta = obj.get("metadata") or {}
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 

@@ -150,12 +150,7 @@ def up(
             [sys.executable, "-m", "mnp.local.workloads", "--kubeconfig", str(layout.kubeconfig)],
         )
         progress("waiting for the nodes to be Ready")
-        _wait_for(
-            lambda: _nodes_ready(layout, cluster),
-            "every Node to be Ready",
-            layout,
-            *[n.name for n in cluster.nodes],
-        )
+        asyncio.run(_wait_nodes_ready(layout, cluster))
         if deploy:
             asyncio.run(_deploy_mnp(layout, REPO_ROOT, progress))
     except BaseException:
@@ -290,15 +285,20 @@ def _is_component(pid: int) -> bool:
 def _wait_for(check: Callable[[], bool], what: str, layout: Layout, *components: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while not check():
-        for component in components:
-            if not _running(layout, component):
-                tail = _tail(layout.log_file(component))
-                raise ClusterError(f"{component} exited while waiting for {what}; its log ends with:\n{tail}")
-        if time.monotonic() > deadline:
-            raise ClusterError(
-                f"timed out after {START_TIMEOUT_S:.0f}s waiting for {what}; logs in {layout.root / 'logs'}"
-            )
+        _check_alive(layout, what, deadline, *components)
         time.sleep(0.1)
+
+
+def _check_alive(layout: Layout, what: str, deadline: float, *components: str) -> None:
+    """Raise if a component we wait on has exited, or the wait is over."""
+    for component in components:
+        if not _running(layout, component):
+            tail = _tail(layout.log_file(component))
+            raise ClusterError(f"{component} exited while waiting for {what}; its log ends with:\n{tail}")
+    if time.monotonic() > deadline:
+        raise ClusterError(
+            f"timed out after {START_TIMEOUT_S:.0f}s waiting for {what}; logs in {layout.root / 'logs'}"
+        )
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -374,25 +374,28 @@ def _established(crd: dict[str, Any]) -> bool:
     return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
-async def _ready_nodes(layout: Layout) -> set[str]:
+async def _wait_nodes_ready(layout: Layout, cluster: ClusterConfig) -> None:
+    """Until every node of `cluster` has a Ready Node object (one client for the whole wait)."""
+    what = "every Node to be Ready"
+    deadline = time.monotonic() + START_TIMEOUT_S
     async with await Client.from_kubeconfig(layout.kubeconfig) as client:
-        nodes = (await client.list(NODES)).items
-    return {
-        str((n.get("metadata") or {}).get("name"))
-        for n in nodes
-        if any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in (n.get("status") or {}).get("conditions") or []
-        )
-    }
-
-
-def _nodes_ready(layout: Layout, cluster: ClusterConfig) -> bool:
-    try:
-        ready = asyncio.run(_ready_nodes(layout))
-    except ApiError:
-        return False
-    return all(n.name in ready for n in cluster.nodes)
+        while True:
+            try:
+                nodes = (await client.list(NODES)).items
+            except ApiError:
+                nodes = []
+            ready = {
+                str((n.get("metadata") or {}).get("name"))
+                for n in nodes
+                if any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in (n.get("status") or {}).get("conditions") or []
+                )
+            }
+            if all(n.name in ready for n in cluster.nodes):
+                return
+            _check_alive(layout, what, deadline, *[n.name for n in cluster.nodes])
+            await asyncio.sleep(0.1)
 
 
 __all__ = ["ClusterError", "down", "node_runtime", "plan_cluster", "up"]

@@ -100,9 +100,9 @@ class ControllerMetrics(_Metrics):
     def observe_compile(self, seconds: float) -> None:
         self.compile_seconds.observe(seconds)
 
-    def ruleset_written(self, action: str) -> None:
-        """Count one ruleset write; `action` is one of WRITE_ACTIONS."""
-        self.rulesets_written.labels(action).inc()
+    def ruleset_written(self, action: str, count: int = 1) -> None:
+        """Count `count` ruleset writes; `action` is one of WRITE_ACTIONS."""
+        self.rulesets_written.labels(action).inc(count)
 
     def set_queue_depth(self, depth: int) -> None:
         self.queue_depth.set(depth)

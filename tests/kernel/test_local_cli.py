@@ -54,9 +54,7 @@ def mnp(
     directory: Path, *args: str, input: str | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mnp", "local", *args, "--dir", str(directory)]
-        if args[0] != "exec"
-        else [sys.executable, "-m", "mnp", "local", "exec", "--dir", str(directory), *args[1:]],
+        [sys.executable, "-m", "mnp", "local", args[0], "--dir", str(directory), *args[1:]],
         input=input,
         capture_output=True,
         text=True,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import datetime
 import json
 import logging
 import platform
@@ -29,7 +28,7 @@ import yaml
 
 from mnp.kube.client import Client, PatchType
 from mnp.kube.errors import AlreadyExists, KubeApiError, KubeNotFound
-from mnp.kube.events import EventRecorder
+from mnp.kube.events import EventRecorder, now_timestamp
 from mnp.kube.lease import NODE_LEASE_NAMESPACE, renew_lease
 from mnp.kube.resources import NADS, NAMESPACES, NODES, PODS, SERVICEACCOUNTS
 from mnp.kube.watch import EventType, Informer, WatchEvent
@@ -52,10 +51,6 @@ KUBELET_VERSION = "v1.31.0-mnp"
 # Containers run host binaries; `mnp` (deploy/ runs `mnp agent`, `mnp controller`) is next to the
 # interpreter running the node, so its scripts dir leads the image PATH (a container's env overrides it).
 CONTAINER_PATH = f"{Path(sys.executable).parent}:{IMAGE_PATH}"
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Kubelet:
@@ -103,7 +98,7 @@ class Kubelet:
 
     def node_object(self) -> dict[str, Any]:
         node = self.env.node
-        stamp = now()
+        stamp = now_timestamp()
         addresses = [{"type": "InternalIP", "address": ip} for ip in self.env.host_ips]
         addresses.append({"type": "Hostname", "address": node.name})
         capacity = {"cpu": "2", "memory": "8Gi", "pods": "110", "ephemeral-storage": "20Gi"}
@@ -354,7 +349,7 @@ class PodWorker:
             await self._problem(pod, e.reason, e.message)
             return
         self.waiting_for_networks = False
-        self.started_at = self.started_at or now()
+        self.started_at = self.started_at or now_timestamp()
         hostnet = bool((pod.get("spec") or {}).get("hostNetwork"))
         t0 = time.monotonic()
         try:
@@ -467,7 +462,7 @@ class PodWorker:
             containers=containers,
             problem=self.problem,
         )
-        status = pod_status(pod, facts, now(), self.written or pod.get("status"))
+        status = pod_status(pod, facts, now_timestamp(), self.written or pod.get("status"))
         if status == self.written:
             return
         try:
