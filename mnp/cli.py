@@ -15,6 +15,7 @@ from mnp.compiler.compile import (
     CompileOptions,
     compile_rulesets,
 )
+from mnp.diff.cli import add_diff_parser, run_diff
 from mnp.local.cli import add_local_parsers, run_local
 from mnp.nft.custom import parse_custom_rules
 from mnp.nft.render import CustomRules, RenderOptions, render_ruleset
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render_options(a)
 
     add_local_parsers(sub)
+    add_diff_parser(sub, _network_plugins)
     return parser
 
 
@@ -249,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "local": run_local,
         "agent": run_agent,
         "controller": run_controller,
+        "diff": run_diff,
     }
     try:
         return handlers[args.command](args)

@@ -23,7 +23,10 @@ BASE = {"api"}
 LAYERS: dict[str, set[str]] = {
     "__init__": set(),
     "__main__": {"cli"},
-    "cli": {"controller", "agent", "local", "offline", "kube", "compiler", "nft", "obs", "api"},
+    "cli": {"controller", "agent", "local", "offline", "diff", "kube", "compiler", "nft", "obs", "api"},
+    # `mnp diff`: a shell like `mnp compile` that reads the cluster and plans with the controller's own
+    # pure functions (controller.plan), so it shows exactly the writes the controller would make.
+    "diff": {"controller", "offline", "kube", "compiler", "obs", "api"},
     "controller": {"kube", "compiler", "nft", "obs", "api"},
     "agent": {"kube", "compiler", "nft", "obs", "api"},
     # `mnp local apply -f` reads manifests as `mnp compile -f` does.

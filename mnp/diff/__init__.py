@@ -1,0 +1,1 @@
+"""`mnp diff`: the PodNetworkRulesets that applying policy files would add, change or remove."""
