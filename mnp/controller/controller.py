@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mnp.api.cluster import Namespace, Network, Pod, parse_namespace, parse_network, parse_pod
+from mnp.api.policy import KIND as POLICY_KIND
 from mnp.api.policy import Policy, parse_policy
 from mnp.api.refs import Diagnostic, ObjRef
 from mnp.api.ruleset import RulesetSpec
@@ -80,7 +81,13 @@ class Parsed:
         if kind == "policy":
             return self._set(self.policies, key, None if gone else parse_policy(event.obj)[0])
         if kind == "pod":
-            return self._set(self.pods, key, None if gone else parse_pod(event.obj)[0])
+            pod = None if gone else parse_pod(event.obj)[0]
+            for d in pod.problems if pod else ():  # e.g. a network-status that cannot be read
+                log.warning(
+                    "pod annotation invalid",
+                    extra={"pod": str(d.obj), "field": d.field, "problem": d.message},
+                )
+            return self._set(self.pods, key, pod)
         if kind == "namespace":
             return self._set(self.namespaces, key[1], None if gone else parse_namespace(event.obj))
         return self._set(self.networks, key, None if gone else parse_network(event.obj))
@@ -282,7 +289,8 @@ class Controller:
         rulesets = {object_key(r): r for r in self.rulesets.items()}
         problems: dict[str, list[Diagnostic]] = {}
         for d in self.result.diagnostics:
-            problems.setdefault(str(d.obj), []).append(d)
+            if d.obj.kind == POLICY_KIND:  # not a same-named pod's problem (its network-status, compaction)
+                problems.setdefault(str(d.obj), []).append(d)
         stamp = now_timestamp()
         for raw in self.informers["policy"].items():
             meta = raw.get("metadata") or {}
