@@ -99,12 +99,16 @@ def parse_namespace(raw: Mapping[str, Any]) -> Namespace:
 
 def cni_type_of(config: Any) -> str:
     """The CNI type of a NAD config: top-level `type`, or the first plugin of a conflist."""
-    if not isinstance(config, str) or not config.strip():
+    if config is not None and not isinstance(config, str):
+        raise ValueError(f"spec.config is a {type(config).__name__}, not a string of JSON")
+    if not config or not config.strip():
         raise ValueError("spec.config is empty (configuration from a file on the node cannot be checked)")
     try:
         data = json.loads(config)
     except json.JSONDecodeError as e:
         raise ValueError(f"spec.config is not JSON: {e}") from None
+    except RecursionError:
+        raise ValueError("spec.config is not JSON: nested too deeply") from None
     if not isinstance(data, Mapping):
         raise ValueError("spec.config is not a JSON object")
     if isinstance(data.get("type"), str):

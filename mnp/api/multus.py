@@ -35,20 +35,29 @@ class NetworkSelection:
     mac: str | None = None
 
 
+def _load_json(text: str) -> Any:
+    """json.loads, with every way it fails on a string (nesting too deep too) as one ValueError."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ValueError(f"not JSON: {e}") from None
+    except RecursionError:  # "[[[[..." a few thousand deep: json gives up with RecursionError
+        raise ValueError("not JSON: nested too deeply") from None
+
+
 def parse_network_status(value: str, pod_namespace: str) -> tuple[Attachment, ...]:
     """Secondary attachments from network-status; raises ValueError saying what is wrong.
 
     The cluster default network entry (`"default": true`) and entries without an interface are not
-    secondary attachments and are left out. Unparsable addresses make the whole annotation invalid
-    (we would otherwise under-count a pod's addresses silently).
+    secondary attachments and are left out. Unparsable addresses or an interface named twice make
+    the whole annotation invalid (we would otherwise under-count a pod's addresses silently, or
+    police an interface for the wrong network).
     """
-    try:
-        data = json.loads(value)
-    except (json.JSONDecodeError, TypeError) as e:
-        raise ValueError(f"not JSON: {e}") from None
+    data = _load_json(value)
     if not isinstance(data, list):
         raise ValueError("not a JSON list")
     out: list[Attachment] = []
+    seen: set[str] = set()
     for i, entry in enumerate(data):
         if not isinstance(entry, Mapping):
             raise ValueError(f"[{i}] is not an object")
@@ -61,6 +70,10 @@ def parse_network_status(value: str, pod_namespace: str) -> tuple[Attachment, ..
             continue
         if not isinstance(iface, str) or not is_valid_ifname(iface):
             raise ValueError(f"[{i}].interface {iface!r} is not an interface name")
+        if iface in seen:
+            # One netns has one net1: which network's policies would apply to it is unknowable.
+            raise ValueError(f"[{i}].interface {iface!r} appears twice")
+        seen.add(iface)
         ips = entry.get("ips") or []
         if not isinstance(ips, list):
             raise ValueError(f"[{i}].ips is not a list")
@@ -80,10 +93,7 @@ def parse_networks(value: str, pod_namespace: str) -> tuple[NetworkSelection, ..
     if not text:
         return ()
     if text.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"not JSON: {e}") from None
+        data = _load_json(text)
         if not isinstance(data, list):
             raise ValueError("not a JSON list")
         return tuple(_selection(e, i, pod_namespace) for i, e in enumerate(data))
