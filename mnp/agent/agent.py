@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,13 +38,14 @@ from mnp.kube.events import WARNING, EventRecorder, now_timestamp
 from mnp.kube.resources import PODS, RULESETS
 from mnp.kube.watch import Informer, WatchEvent, object_key
 from mnp.nft.apply import NetnsNft
-from mnp.nft.model import Table
+from mnp.nft.model import Table, TableShape
 from mnp.nft.render import RenderOptions, build_table, render_table_replace, render_table_swap
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, pod name) = (namespace, ruleset name)
 DRIFT = "drift"
+POD_CHANGED = "pod"  # the pod object changed: its sandbox (and so its netns) may be a new one
 RETRY_S = 2.0
 
 
@@ -93,6 +95,8 @@ class PodTable:
     uid: str
     netns: tuple[int, int]  # (dev, inode) of the netns file
     nft: NetnsNft
+    path: str = ""  # the netns file the finder gave
+    shape: TableShape | None = None  # of the table as read back after the agent's last apply
     digest: str | None = None  # listing digest of the table, once it was needed (drift check, adoption)
     applied_hash: str = ""
     applied_at: str | None = None
@@ -112,7 +116,7 @@ class AgentConfig:
     node: str
     options: RenderOptions = field(default_factory=RenderOptions)
     resync_period: float = 60.0
-    workers: int = 4
+    workers: int = 16
 
 
 class BadCustomRules(NftError):
@@ -152,7 +156,7 @@ class Agent:
 
     async def run(self) -> None:
         self.rulesets.add_handler(self._on_change)
-        self.pods.add_handler(self._on_change)
+        self.pods.add_handler(self._on_pod_change)
         tasks = [asyncio.create_task(self.rulesets.run()), asyncio.create_task(self.pods.run())]
         try:
             await self.rulesets.synced.wait()
@@ -178,6 +182,9 @@ class Agent:
     async def _on_change(self, event: WatchEvent) -> None:
         self.queue.add(object_key(event.obj))
 
+    async def _on_pod_change(self, event: WatchEvent) -> None:
+        self.queue.add(object_key(event.obj), POD_CHANGED)
+
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.config.resync_period)
@@ -188,7 +195,7 @@ class Agent:
         while True:
             key, flags = await self.queue.get()
             try:
-                await self.sync(key, drift_check=DRIFT in flags)
+                await self.sync(key, drift_check=DRIFT in flags, pod_changed=POD_CHANGED in flags)
             except Exception:  # one pod never stops the others
                 log.exception("sync failed", extra={"pod": f"{key[0]}/{key[1]}"})
                 self.queue.add_after(key, RETRY_S)
@@ -223,7 +230,7 @@ class Agent:
 
     # ---- one pod ---------------------------------------------------------------------------------
 
-    async def sync(self, key: Key, *, drift_check: bool = False) -> None:
+    async def sync(self, key: Key, *, drift_check: bool = False, pod_changed: bool = True) -> None:
         ruleset = self.rulesets.get(*key)
         pod = self.pods.get(*key)
         held = self.tables.get(key)
@@ -261,6 +268,11 @@ class Agent:
                 ),
             )
             return
+        if held is not None and not (pod_changed or drift_check) and _same_file(held.path, held.netns):
+            # Only the ruleset changed and the netns file is still the one the table lives in: no need
+            # to ask the runtime again (a new sandbox changes the pod object, which sets pod_changed).
+            await self._enforce(key, ruleset, held, drift_check)
+            return
         ref = await asyncio.to_thread(self._find, uid)
         if ref is None:
             self._forget(key)
@@ -276,9 +288,11 @@ class Agent:
         if held is not None and held.netns != identity:
             self._forget(key)  # the sandbox was re-created: a new netns, its old table went with it
             held = None
+        elif held is not None:
+            held.path = ref.path
         if held is None:
             try:
-                held = PodTable(uid, identity, await asyncio.to_thread(NetnsNft, ref.path))
+                held = PodTable(uid, identity, await asyncio.to_thread(NetnsNft, ref.path), ref.path)
             except NetnsError as e:
                 await self._report(ruleset, st.Outcome(False, st.R_NETNS_NOT_FOUND, f"pod {where}: {e}"))
                 self.queue.add_after(key, RETRY_S)
@@ -397,7 +411,10 @@ class Agent:
                 return "unchanged"
         repaired = known and drift_check
         started = time.monotonic()
-        text = render_table_swap(table, held.nft.table_shape(self.table_name))
+        shape = held.shape
+        if shape is None or held.nft.generation() != held.nft_generation:
+            shape = held.nft.table_shape(self.table_name)  # someone else committed since our read-back
+        text = render_table_swap(table, shape)
         try:
             held.nft.apply(text)
         except NftError:
@@ -405,9 +422,11 @@ class Agent:
             raise
         self.metrics.observe_apply(time.monotonic() - started, True)
         generation = held.nft.generation()
-        if held.nft.table_shape(self.table_name) != table.shape():
+        shape = held.nft.table_shape(self.table_name)
+        if shape != table.shape():
+            held.shape = None
             raise NftError(f"table inet {self.table_name} read back differs from what was applied")
-        held.nft_generation = generation
+        held.nft_generation, held.shape = generation, shape
         held.applied_at = now_timestamp()
         self._held(held, table, applied_hash, want if repaired else None)
         log.info(
@@ -469,6 +488,15 @@ class Agent:
                     "detail": outcome.message,
                 },
             )
+
+
+def _same_file(path: str, identity: tuple[int, int]) -> bool:
+    """`path` still names the namespace with this (st_dev, st_ino)."""
+    try:
+        st_ = os.stat(path)
+    except OSError:
+        return False
+    return (st_.st_dev, st_.st_ino) == identity
 
 
 def _generation(obj: Mapping[str, Any]) -> int:
