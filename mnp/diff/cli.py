@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -25,6 +26,12 @@ NO_CHANGES, CHANGES, ERROR = 0, 1, 2
 # A command answers quickly: a server that is down for longer than this is reported, not waited for.
 RETRY_FOR_S = 3.0
 WHERE_HINT = "check --kubeconfig, $KUBECONFIG or ~/.kube/config and that the API server is up"
+APPLY_CRDS = "is mnp installed? apply crds/ (and the Multus NetworkAttachmentDefinition CRD)"
+RBAC_HINT = "mnp diff needs list on pods, namespaces, NADs, multi-networkpolicies and podnetworkrulesets"
+
+
+class ClusterUnreadable(MnpError):
+    """The live objects could not be read; the message says what to check."""
 
 
 def add_diff_parser(
@@ -67,10 +74,16 @@ async def connect(kubeconfig: Path | None) -> Client:
 
 async def read_live(kubeconfig: Path | None) -> Live:
     """Every pod, namespace, NAD, policy and ruleset of the cluster."""
-    client = await connect(kubeconfig)
+    try:
+        client = await connect(kubeconfig)
+    except MnpError as e:  # no kubeconfig, bad kubeconfig, not in a pod
+        raise ClusterUnreadable(f"{e}; {WHERE_HINT}") from None
     try:
         lists = await asyncio.gather(*(client.list(r) for r in (PODS, NAMESPACES, NADS, MNPS, RULESETS)))
         return Live(*(tuple(found.items) for found in lists))
+    except KubeApiError as e:
+        hint = {404: APPLY_CRDS, 401: RBAC_HINT, 403: RBAC_HINT}.get(e.code, WHERE_HINT)
+        raise ClusterUnreadable(f"cannot read the cluster at {client.server}: {e}; {hint}") from None
     finally:
         await client.close()
 
@@ -81,13 +94,12 @@ def run_diff(args: argparse.Namespace) -> int:
     except InvalidInput as e:
         print(f"error: {e}", file=sys.stderr)
         return ERROR
+    # The client logs each retry; a command says what failed once, at the end.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s: %(message)s")
     try:
         live = asyncio.run(read_live(args.kubeconfig))
-    except KubeApiError as e:
-        print(f"error: cannot read the cluster: {e}; {WHERE_HINT}", file=sys.stderr)
-        return ERROR
-    except MnpError as e:  # no or bad kubeconfig
-        print(f"error: {e}; {WHERE_HINT}", file=sys.stderr)
+    except ClusterUnreadable as e:
+        print(f"error: {e}", file=sys.stderr)
         return ERROR
     try:
         diff = diff_rulesets(live, docs, CompileOptions(network_plugins=args.network_plugins), args.namespace)
