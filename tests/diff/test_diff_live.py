@@ -46,10 +46,17 @@ class Cluster:
     kubectl: Kubectl
     controller_log: Path
 
-    def diff(self, *files: Path, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def diff(
+        self,
+        *files: Path | str,
+        kubeconfig: Path | None = None,
+        stdin: str | None = None,
+        namespace: str = "",
+    ) -> subprocess.CompletedProcess[str]:
         args = [str(MNP), "diff", *(a for f in files for a in ("-f", str(f)))]
+        args += ["-n", namespace] if namespace else []
         args += ["--kubeconfig", str(kubeconfig or self.server.kubeconfig)]
-        return subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=REPO)
+        return subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=60, cwd=REPO)
 
     def ruleset(self, ns: str, name: str) -> dict[str, Any] | None:
         got = self.kubectl("get", "pnr", name, "-n", ns, "-o", "json", "--ignore-not-found")
@@ -219,8 +226,13 @@ def test_an_edited_policy_shows_the_changed_peer_and_port_lines(
     assert "status" not in result.stdout and "resourceVersion" not in result.stdout
 
 
-def test_a_new_policy_shows_the_rulesets_it_adds(cluster: Cluster, app: str, tmp_path: Path) -> None:
-    result = cluster.diff(write(tmp_path / "new.yaml", db_policy(app), web_policy(app)))
+def test_a_new_policy_read_from_stdin_into_the_namespace_flag_shows_the_rulesets_it_adds(
+    cluster: Cluster, app: str
+) -> None:
+    docs = [db_policy(app), web_policy(app)]
+    for doc in docs:
+        del doc["metadata"]["namespace"]
+    result = cluster.diff("-", stdin=yaml.safe_dump_all(docs), namespace=app)
     assert result.returncode == 1, result.stderr
     assert result.stdout.startswith(f"--- /dev/null\n+++ applied/{app}/web\n@@ -0,0 +1,")
     assert f"+  - {app}/web\n" in result.stdout
