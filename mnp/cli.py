@@ -15,6 +15,7 @@ from mnp.compiler.compile import (
     CompileOptions,
     compile_rulesets,
 )
+from mnp.demo.cli import add_demo_parser, run_demo
 from mnp.diff.cli import add_diff_parser, run_diff
 from mnp.local.cli import add_local_parsers, run_local
 from mnp.nft.custom import parse_custom_rules
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render_options(a)
 
     add_local_parsers(sub)
+    add_demo_parser(sub)
     add_diff_parser(sub, _network_plugins)
     return parser
 
@@ -249,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "compile": run_compile,
         "render": run_render,
         "local": run_local,
+        "demo": run_demo,
         "agent": run_agent,
         "controller": run_controller,
         "diff": run_diff,

@@ -23,7 +23,9 @@ BASE = {"api"}
 LAYERS: dict[str, set[str]] = {
     "__init__": set(),
     "__main__": {"cli"},
-    "cli": {"controller", "agent", "local", "offline", "diff", "kube", "compiler", "nft", "obs", "api"},
+    "cli": {"controller", "agent", "local", "offline", "diff", "demo", "kube", "compiler", "nft", "obs", "api"},
+    # `mnp demo`: brings a local cluster up and drives it as a user would (apply, wait, probe, kubectl).
+    "demo": {"local", "kube", "obs", "api"},
     # `mnp diff`: a shell like `mnp compile` that reads the cluster and plans with the controller's own
     # pure functions (controller.plan), so it shows exactly the writes the controller would make.
     "diff": {"controller", "offline", "kube", "compiler", "obs", "api"},
@@ -41,7 +43,16 @@ LAYERS: dict[str, set[str]] = {
 }
 
 # Modules that must be functions of their arguments (STYLE.md "Pure core, thin shell"), by prefix.
-PURE = ("mnp.api", "mnp.compiler", "mnp.nft.render", "mnp.nft.model", "mnp.nft.names")
+PURE = (
+    "mnp.api",
+    "mnp.compiler",
+    "mnp.nft.render",
+    "mnp.nft.model",
+    "mnp.nft.names",
+    "mnp.demo.app",
+    "mnp.demo.matrix",
+    "mnp.demo.converged",
+)
 
 # Top-level modules that do I/O, keep time, draw random numbers or log: never imported by PURE modules.
 IO_MODULES = {
