@@ -349,6 +349,8 @@ class TableShape:
 
     `chains` pairs each chain's name with its base chain declaration (`base_chain_spec`), "" for a
     regular chain. Every name is a plain identifier (checked), so it can be written into nft syntax.
+    Each tuple is kept sorted: the kernel lists a base chain kept by a swap before the chains defined
+    anew, so the order read back is not the order rendered, and two shapes compare by content.
     """
 
     name: str
@@ -360,6 +362,8 @@ class TableShape:
         names.table_name(self.name)
         for n in (*self.maps, *self.sets, *(c for c, _ in self.chains)):
             _ident(n)
+        for attr in ("maps", "sets", "chains"):
+            object.__setattr__(self, attr, tuple(sorted(getattr(self, attr))))
 
 
 # --- text ------------------------------------------------------------------------------------------
