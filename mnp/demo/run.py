@@ -46,6 +46,12 @@ TABLE = "mnp"  # the agent's --table-name default, which deploy/ keeps
 SHOWN_POD = "db"  # whose nft table is printed
 
 
+_LOOK_AROUND = (
+    "to look around, rerun with `mnp demo --keep`: the cluster then stays up after a failure, with its "
+    "components' logs in {logs}"
+)
+
+
 class DemoFailed(MnpError):
     """A step of the demo failed; the message says what to do next."""
 
@@ -178,7 +184,7 @@ def _demo(layout: Layout, clock: Clock) -> int:
             for line in wrong:
                 print(f"    {line}", flush=True)
     if wrong_before or wrong_after:
-        clock.say(f"the components' logs are in {layout.root / 'logs'} (rerun with --keep to look around)")
+        clock.say(_LOOK_AROUND.format(logs=layout.root / "logs"))
         return 1
     clock.say("OK: the enforced matrix is exactly what the policy allows")
     return 0
@@ -248,18 +254,33 @@ async def _apply(layout: Layout, clock: Clock, path: Path, objects: list[dict[st
         raise DemoFailed(f"applying {path} failed:\n{err.getvalue().rstrip()}")
 
 
+class _Echo(io.StringIO):
+    """Keeps what is written, and says each complete line as a progress line (`waiting for ...`)."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self._clock = clock
+        self._partial = ""
+
+    def write(self, s: str) -> int:
+        *lines, self._partial = (self._partial + s).split("\n")
+        for line in lines:
+            self._clock.say(f"  {line}")
+        return super().write(s)
+
+
 async def _converge(layout: Layout, clock: Clock, policies: bool) -> None:
     """`mnp local wait`, and with `policies` also every MultiNetworkPolicy Enforced."""
     deadline = time.monotonic() + WAIT_TIMEOUT_S
 
     async def wait(api: KubeClusterApi) -> None:
         while True:
-            out, err = io.StringIO(), io.StringIO()
+            out, err = io.StringIO(), _Echo(clock)
             left = max(deadline - time.monotonic(), 1.0)
             if await wait_converged(api, out, err, left) != 0:
                 raise DemoFailed(
-                    f"the cluster did not converge:\n{err.getvalue().rstrip()}\n"
-                    f"component logs are in {layout.root / 'logs'}; rerun with --keep to look around"
+                    f"not converged in {WAIT_TIMEOUT_S:.0f}s (it still waits for what is above); "
+                    + _LOOK_AROUND.format(logs=layout.root / "logs")
                 )
             if not policies:
                 return
@@ -268,7 +289,12 @@ async def _converge(layout: Layout, clock: Clock, policies: bool) -> None:
             if not pending:
                 return
             if time.monotonic() > deadline:
-                raise DemoFailed("policies not Enforced in time: " + "; ".join(pending))
+                raise DemoFailed(
+                    "policies not Enforced in time: "
+                    + "; ".join(pending)
+                    + "\n"
+                    + _LOOK_AROUND.format(logs=layout.root / "logs")
+                )
             await asyncio.sleep(0.2)
 
     await _connected(layout, wait)
