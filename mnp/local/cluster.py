@@ -40,7 +40,7 @@ from mnp.local.ctl.kubeapi import KubeClusterApi
 from mnp.local.ctl.manifests import CRD_KIND, Manifest, load_manifests
 from mnp.local.layout import ClusterConfig, Layout, LayoutError, NodeConfig
 from mnp.local.nodes import leftovers
-from mnp.local.nodes.containerd import cleanup_leftovers, start_node_runtime
+from mnp.local.nodes.containerd import Containerd, cleanup_leftovers, start_node_runtime
 from mnp.local.nodes.containerd_config import NodeRuntime
 from mnp.local.nodes.fabric import Fabric, remove_leftovers
 from mnp.local.nodes.image import build_pause_image
@@ -195,6 +195,33 @@ def down(layout: Layout, progress: Progress = lambda _: None) -> list[str]:
             else:
                 child.unlink()
     return removed
+
+
+def restart_apiserver(layout: Layout) -> int:
+    """Start the API server again (after it died) on its state dir and its kubeconfig's port; its pid.
+
+    Clients keep their kubeconfig: same address, same CA (kept in the state dir). Waits until it serves.
+    """
+    if _running(layout, "apiserver"):
+        raise ClusterError(f"the API server of {layout.root} still runs")
+    server = yaml.safe_load(layout.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    port = str(server).rsplit(":", 1)[1]
+    argv = [sys.executable, "-m", "mnp", "local", "apiserver", "--dir", str(layout.api_dir)]
+    pid = _spawn(layout, "apiserver", [*argv, "--address", f"127.0.0.1:{port}"])
+    asyncio.run(_wait_serving(layout))
+    return pid
+
+
+def restart_containerd(layout: Layout, node: str) -> int:
+    """Start `node`'s containerd again (after it died) on its state dir; its sandboxes are picked up."""
+    cluster = layout.read_cluster()
+    config = next((n for n in cluster.nodes if n.name == node), None)
+    if config is None:
+        raise ClusterError(f"no node {node} in {layout.root}")
+    ctrd = Containerd(node_runtime(layout, cluster, config))
+    ctrd.start()
+    assert ctrd.pid is not None
+    return ctrd.pid
 
 
 # ---- network ---------------------------------------------------------------------------------------
@@ -398,4 +425,25 @@ async def _wait_nodes_ready(layout: Layout, cluster: ClusterConfig) -> None:
             await asyncio.sleep(0.1)
 
 
-__all__ = ["ClusterError", "down", "node_runtime", "plan_cluster", "up"]
+async def _wait_serving(layout: Layout) -> None:
+    """Until the API server answers a list (one client for the whole wait)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    async with await Client.from_kubeconfig(layout.kubeconfig) as client:
+        while True:
+            try:
+                await client.list(NODES)
+                return
+            except (ApiError, OSError):
+                _check_alive(layout, "the API server to serve", deadline, "apiserver")
+                await asyncio.sleep(0.05)
+
+
+__all__ = [
+    "ClusterError",
+    "down",
+    "node_runtime",
+    "plan_cluster",
+    "restart_apiserver",
+    "restart_containerd",
+    "up",
+]
