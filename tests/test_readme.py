@@ -139,3 +139,10 @@ def test_a_section_ends_at_the_next_heading_outside_code_blocks() -> None:
     assert section(text, "a") == "```sh\n# a comment\nmnp a --x\n```\n### sub\nmore"
     assert section(text, "b") == "other"
     assert section(text, "c") is None
+
+
+def test_every_command_the_readme_documents_exists() -> None:
+    names = {path[0] for path, _ in commands(build_parser())}
+    documented = set(re.findall(r"^#+ `mnp ([\w-]+)`", README.read_text(), re.M))
+    assert documented <= names, f"README documents commands mnp does not have: {sorted(documented - names)}"
+    assert names <= documented, f"commands without a README section: {sorted(names - documented)}"
