@@ -37,7 +37,7 @@ class DemoPod:
 
     @property
     def v6(self) -> str:
-        return f"2001:db8::{self.host:x}"
+        return f"2001:db8::{self.host}"  # read as hex, written like the IPv4 one
 
     def address(self, family: int) -> str:
         return self.v4 if family == 4 else self.v6

@@ -37,7 +37,7 @@ def test_each_pod_serves_its_port_and_asks_for_its_addresses_on_the_demo_network
     for obj, pod in zip(pods, PODS, strict=True):
         (attachment,) = json.loads(obj["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"])
         assert f"{attachment['namespace']}/{attachment['name']}" == NETWORK
-        assert attachment["ips"] == [f"192.0.2.{pod.host}/24", f"2001:db8::{pod.host:x}/64"]
+        assert attachment["ips"] == [f"192.0.2.{pod.host}/24", f"2001:db8::{pod.host}/64"]
         (container,) = obj["spec"]["containers"]
         assert f"TCP6-LISTEN:{pod.port}," in container["command"][1]
         assert container["ports"][0]["containerPort"] == pod.port
