@@ -12,7 +12,7 @@ import functools
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -73,6 +73,9 @@ class PortSpec:
                 raise ValueError(f"endPort {self.end_port!r} is not in {self.port}-65535")
 
 
+PeerKey = tuple[int, int, int, tuple[tuple[int, int], ...], str]
+
+
 @dataclass(frozen=True, slots=True)
 class Peer:
     """Addresses a rule allows: `cidr` minus `excepts`. `pod` is provenance only (ns/name)."""
@@ -80,20 +83,27 @@ class Peer:
     cidr: IPNetwork
     excepts: tuple[IPNetwork, ...] = ()
     pod: str | None = None
+    # The sort key, worked out once: compiles sort and hash the same (shared) peers many times.
+    _key: PeerKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for ex in self.excepts:
             if ex.version != self.cidr.version or not ex.subnet_of(self.cidr):  # type: ignore[arg-type]
                 raise ValueError(f"except {ex} is not inside {self.cidr}")
-
-    def sort_key(self) -> tuple[int, int, int, tuple[tuple[int, int], ...], str]:
-        return (
+        key = (
             self.cidr.version,
             int(self.cidr.network_address),
             self.cidr.prefixlen,
             tuple((int(e.network_address), e.prefixlen) for e in self.excepts),
             self.pod or "",
         )
+        object.__setattr__(self, "_key", key)
+
+    def __hash__(self) -> int:  # equal peers have equal keys
+        return hash(self._key)
+
+    def sort_key(self) -> PeerKey:
+        return self._key
 
 
 @dataclass(frozen=True, slots=True)

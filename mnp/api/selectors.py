@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -38,13 +38,30 @@ class LabelSelector:
 
     requirements: tuple[Requirement, ...] = ()
     matches_nothing: bool = False
+    # Worked out once (compiles match every selector against many pods): the requirements that are
+    # one `key: value` each, as a dict, and the others.
+    _equal: dict[str, str] = field(init=False, repr=False, compare=False)
+    _rest: tuple[Requirement, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        equal: dict[str, str] = {}
+        rest: list[Requirement] = []
+        for r in self.requirements:
+            if r.operator is Operator.IN and len(r.values) == 1 and r.key not in equal:
+                equal[r.key] = next(iter(r.values))
+            else:
+                rest.append(r)
+        object.__setattr__(self, "_equal", equal)
+        object.__setattr__(self, "_rest", tuple(rest))
 
     @classmethod
     def nothing(cls) -> LabelSelector:
         return cls(matches_nothing=True)
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        return not self.matches_nothing and all(r.matches(labels) for r in self.requirements)
+        if self.matches_nothing or not labels.items() >= self._equal.items():
+            return False
+        return all(r.matches(labels) for r in self._rest)
 
 
 Report = Callable[[str, str], None]

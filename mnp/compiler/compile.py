@@ -8,7 +8,7 @@ pod's interfaces on the networks it names (and that exist and are of an allowed 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,12 +48,19 @@ class Snapshot:
     networks: tuple[Network, ...] = ()
 
 
+# The part of a policy's rules that does not depend on the target pod, per (direction, rule index):
+# the sorted peers, or for egress with named ports (resolved on each peer) the (peers, ports) groups.
+PolicyPeers = Mapping[tuple[Direction, int], Any]
+
+
 @dataclass(frozen=True, slots=True)
 class CompileResult:
     rulesets: Mapping[ObjRef, RulesetSpec]
     diagnostics: tuple[Diagnostic, ...]
     # policy "ns/name" → the pods it selects on at least one interface (for policy status).
     selected: Mapping[str, tuple[ObjRef, ...]]
+    # policy "ns/name" → its resolved peers, for the policies that selected a pod (incremental reuse).
+    peers: Mapping[str, PolicyPeers] = field(default_factory=dict)
 
 
 @dataclass
@@ -66,31 +73,56 @@ class _PodAcc:
 
 
 def compile_rulesets(
-    snapshot: Snapshot, options: CompileOptions = CompileOptions(), only: AbstractSet[ObjRef] | None = None
+    snapshot: Snapshot,
+    options: CompileOptions = CompileOptions(),
+    only: AbstractSet[ObjRef] | None = None,
+    known_peers: Mapping[str, PolicyPeers] | None = None,
+    known_selected: Mapping[str, tuple[ObjRef, ...]] | None = None,
+    pods_by_ns: Mapping[str, Sequence[Pod]] | None = None,
 ) -> CompileResult:
     """The ruleset of every policed pod, the problems found, and what each policy selects.
 
     With `only`, rulesets are built for those pods alone (what each policy selects is still complete):
-    the incremental recompute asks for the pods a change can alter.
+    the incremental recompute asks for the pods a change can alter. It may also pass what it already
+    knows to be current (affected.py tells it): `known_peers`, policies' resolved peers, used as they
+    are; `known_selected`, what policies select, so that only the pods of `only` are looked at; and
+    `pods_by_ns`, the snapshot's pods as `index_pods` returns them.
     """
     # Parsing problems travel with their objects; the result reports them with the compiler's own.
     diagnostics: list[Diagnostic] = [d for p in snapshot.policies for d in p.problems]
-    diagnostics += [d for pod in snapshot.pods for d in pod.problems]
-    pods_by_ns: dict[str, list[Pod]] = defaultdict(list)
-    for pod in sorted(snapshot.pods, key=lambda p: p.ref):
-        pods_by_ns[pod.ref.namespace].append(pod)
+    diagnostics += [d for pod in snapshot.pods if pod.problems for d in pod.problems]
+    if pods_by_ns is None:
+        pods_by_ns = index_pods(snapshot.pods)
     inv = Inventory({n.name: n.labels for n in snapshot.namespaces}, pods_by_ns)
     networks = {n.ref: n for n in snapshot.networks}
     accs: dict[ObjRef, _PodAcc] = {}
     selected: dict[str, tuple[ObjRef, ...]] = {}
+    resolved: dict[str, PolicyPeers] = {}
+    restricted: dict[ObjRef, Pod] | None = None
+    if only is not None and known_selected is not None:
+        restricted = {
+            pod.ref: pod
+            for ns in sorted({r.namespace for r in only})
+            for pod in pods_by_ns.get(ns, ())
+            if pod.ref in only
+        }
     for policy in sorted(snapshot.policies, key=lambda p: p.ref):
         usable = _usable_networks(policy, networks, options, diagnostics)
-        targets = _targets(policy, usable, pods_by_ns)
-        selected[policy.key] = tuple(pod.ref for pod, _ in targets)
-        if only is not None:
-            targets = [(pod, ifaces) for pod, ifaces in targets if pod.ref in only]
+        known = known_selected.get(policy.key) if known_selected is not None else None
+        if known is not None and restricted is not None:
+            selected[policy.key] = known
+            targets = _attached([restricted[r] for r in known if r in restricted], usable)
+        else:
+            targets = _targets(policy, usable, pods_by_ns)
+            selected[policy.key] = tuple(pod.ref for pod, _ in targets)
+            if only is not None:
+                targets = [(pod, ifaces) for pod, ifaces in targets if pod.ref in only]
         if targets:
-            _apply_policy(policy, usable, targets, inv, accs)
+            peers = (known_peers or {}).get(policy.key)
+            if peers is None:
+                peers = _policy_peers(policy, usable, inv)
+            resolved[policy.key] = peers
+            _apply_policy(policy, targets, peers, accs)
     rulesets = {}
     for ref in sorted(accs):
         spec = _assemble(accs[ref])
@@ -98,7 +130,38 @@ def compile_rulesets(
         if problem:
             diagnostics.append(Diagnostic(ref, "", problem, Severity.WARNING))
         rulesets[ref] = spec
-    return CompileResult(rulesets, tuple(sorted(set(diagnostics))), selected)
+    return CompileResult(rulesets, tuple(sorted(set(diagnostics))), selected, resolved)
+
+
+def selected_pods(
+    snapshot: Snapshot,
+    options: CompileOptions,
+    policies: Iterable[Policy],
+    pods_by_ns: Mapping[str, Sequence[Pod]] | None = None,
+) -> dict[str, tuple[ObjRef, ...]]:
+    """What `compile_rulesets(...).selected` says of `policies`, without building any ruleset."""
+    if pods_by_ns is None:
+        pods_by_ns = index_pods(snapshot.pods)
+    networks = {n.ref: n for n in snapshot.networks}
+    out = {}
+    for policy in policies:
+        usable = _usable_networks(policy, networks, options, [])
+        out[policy.key] = tuple(pod.ref for pod, _ in _targets(policy, usable, pods_by_ns))
+    return out
+
+
+def index_pods(pods: Iterable[Pod]) -> dict[str, list[Pod]]:
+    """Pods by namespace, each list in name order (already in order when `pods` is sorted by ref)."""
+    by_ns: dict[str, list[Pod]] = defaultdict(list)
+    unordered: set[str] = set()
+    for pod in pods:
+        members = by_ns[pod.ref.namespace]
+        if members and members[-1].ref.name > pod.ref.name:
+            unordered.add(pod.ref.namespace)
+        members.append(pod)
+    for ns in unordered:
+        by_ns[ns].sort(key=lambda p: p.ref.name)
+    return by_ns
 
 
 def _usable_networks(
@@ -132,45 +195,56 @@ def _usable_networks(
 
 
 def _targets(
-    policy: Policy, networks: frozenset[ObjRef], pods_by_ns: Mapping[str, list[Pod]]
+    policy: Policy, networks: frozenset[ObjRef], pods_by_ns: Mapping[str, Sequence[Pod]]
 ) -> list[tuple[Pod, tuple[Attachment, ...]]]:
     if not networks:
         return []
+    candidates = pods_by_ns.get(policy.ref.namespace, ())
+    return _attached(
+        [pod for pod in candidates if pod.is_policeable and policy.pod_selector.matches(pod.labels)], networks
+    )
+
+
+def _attached(
+    pods: Iterable[Pod], networks: frozenset[ObjRef]
+) -> list[tuple[Pod, tuple[Attachment, ...]]]:
+    """The pods with their interfaces on `networks`, leaving out those with none."""
     out = []
-    for pod in pods_by_ns.get(policy.ref.namespace, ()):
-        if pod.is_policeable and policy.pod_selector.matches(pod.labels):
-            ifaces = tuple(a for a in pod.attachments or () if a.network in networks)
-            if ifaces:
-                out.append((pod, ifaces))
+    for pod in pods:
+        ifaces = tuple(a for a in pod.attachments or () if a.network in networks)
+        if ifaces:
+            out.append((pod, ifaces))
     return out
+
+
+def _directions(policy: Policy) -> list[tuple[Direction, bool, tuple[PolicyRule, ...]]]:
+    return [
+        (Direction.INGRESS, policy.isolates_ingress, policy.ingress),
+        (Direction.EGRESS, policy.isolates_egress, policy.egress),
+    ]
+
+
+def _policy_peers(policy: Policy, networks: frozenset[ObjRef], inv: Inventory) -> PolicyPeers:
+    """What does not depend on the target pod, worked out once per rule: the sorted peers, and for
+    egress with named ports (resolved on each peer) the whole split into groups."""
+    shared: dict[tuple[Direction, int], Any] = {}
+    for d, isolates, rules in _directions(policy):
+        for index, rule in enumerate(rules if isolates else ()):
+            found = resolve_peers(rule.peers, policy, networks, inv)
+            if d is Direction.EGRESS and has_named(rule.ports):
+                shared[(d, index)] = _rule_groups(d, rule, found, None, networks, inv)
+            else:
+                shared[(d, index)] = _peers(found)
+    return shared
 
 
 def _apply_policy(
     policy: Policy,
-    networks: frozenset[ObjRef],
     targets: list[tuple[Pod, tuple[Attachment, ...]]],
-    inv: Inventory,
+    shared: PolicyPeers,
     accs: dict[ObjRef, _PodAcc],
 ) -> None:
-    directions = [
-        (Direction.INGRESS, policy.isolates_ingress, policy.ingress),
-        (Direction.EGRESS, policy.isolates_egress, policy.egress),
-    ]
-    # Peers do not depend on the target pod: resolve them once per rule.
-    resolved = {
-        d: [resolve_peers(r.peers, policy, networks, inv) for r in rules]
-        for d, isolates, rules in directions
-        if isolates
-    }
-    # What does not depend on the target pod is worked out once per rule: the sorted peers, and for
-    # egress with named ports (resolved on each peer) the whole split into groups.
-    shared: dict[tuple[Direction, int], Any] = {}
-    for d, isolates, rules in directions:
-        for index, rule in enumerate(rules if isolates else ()):
-            if d is Direction.EGRESS and has_named(rule.ports):
-                shared[(d, index)] = _rule_groups(d, rule, resolved[d][index], None, networks, inv)
-            else:
-                shared[(d, index)] = _peers(resolved[d][index])
+    directions = _directions(policy)
     for pod, ifaces in targets:
         acc = accs.setdefault(pod.ref, _PodAcc(pod))
         acc.policies.add(policy.key)
@@ -239,6 +313,23 @@ def _peers(peers: tuple[PeerAddress, ...] | None) -> tuple[Peer, ...] | None:
     return tuple(a.peer for a in sorted(peers, key=peer_sort_key))
 
 
+class _PeersKey:
+    """Orders peer lists like the list of their sort keys, built only when two rules tie before it."""
+
+    __slots__ = ("peers",)
+
+    def __init__(self, peers: tuple[Peer, ...] | None) -> None:
+        self.peers = peers or ()
+
+    def __lt__(self, other: _PeersKey) -> bool:
+        return [p.sort_key() for p in self.peers] < [p.sort_key() for p in other.peers]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _PeersKey) and self.peers == other.peers
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 def _rule_key(r: Rule) -> tuple[object, ...]:
     return (
         r.policy,
@@ -247,7 +338,7 @@ def _rule_key(r: Rule) -> tuple[object, ...]:
         r.ports is None,
         [port_key(p) for p in r.ports or ()],
         r.peers is None,
-        [p.sort_key() for p in r.peers or ()],
+        _PeersKey(r.peers),
     )
 
 

@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from mnp.api.policy import Policy
 from mnp.api.refs import Diagnostic, ObjRef
 from mnp.api.ruleset import RulesetSpec
-from mnp.compiler.compile import CompileOptions, CompileResult, Snapshot, compile_rulesets
+from mnp.compiler.compile import (
+    CompileOptions,
+    CompileResult,
+    PolicyPeers,
+    Snapshot,
+    compile_rulesets,
+    index_pods,
+    selected_pods,
+)
 
 
 @dataclass
@@ -26,6 +34,30 @@ class Compiled:
     rulesets: dict[ObjRef, RulesetSpec] = field(default_factory=dict)
     selected: dict[str, tuple[ObjRef, ...]] = field(default_factory=dict)
     diagnostics: dict[ObjRef, tuple[Diagnostic, ...]] = field(default_factory=dict)
+    # The resolved peers of each policy that selects a pod: valid until a change affects the policy.
+    peers: dict[str, PolicyPeers] = field(default_factory=dict)
+    # pod → the policies selecting it (`selected` inverted).
+    selecting: dict[ObjRef, set[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, targets in self.selected.items():
+            for ref in targets:
+                self.selecting.setdefault(ref, set()).add(key)
+
+    def _select(self, key: str, targets: tuple[ObjRef, ...] | None) -> None:
+        """Record what policy `key` selects now (None: the policy is gone)."""
+        for ref in self.selected.get(key, ()):
+            holders = self.selecting.get(ref)
+            if holders is not None:
+                holders.discard(key)
+                if not holders:
+                    del self.selecting[ref]
+        if targets is None:
+            self.selected.pop(key, None)
+            return
+        self.selected[key] = targets
+        for ref in targets:
+            self.selecting.setdefault(ref, set()).add(key)
 
     @staticmethod
     def full(snapshot: Snapshot, options: CompileOptions) -> Compiled:
@@ -34,7 +66,10 @@ class Compiled:
         for d in result.diagnostics:
             by_obj.setdefault(d.obj, []).append(d)
         return Compiled(
-            dict(result.rulesets), dict(result.selected), {k: tuple(v) for k, v in by_obj.items()}
+            dict(result.rulesets),
+            dict(result.selected),
+            {k: tuple(v) for k, v in by_obj.items()},
+            dict(result.peers),
         )
 
     def result(self) -> CompileResult:
@@ -54,21 +89,29 @@ class Compiled:
         refreshed). Returns the pods whose rulesets were recomputed (created, changed or removed)."""
         policies = {p.key: p for p in snapshot.policies}
         present = sorted(k for k in affected if k in policies)
-        first = (
-            compile_rulesets(_with(snapshot, [policies[k] for k in present]), options) if present else None
-        )
+        pods_by_ns = index_pods(snapshot.pods)
+        now = selected_pods(snapshot, options, [policies[k] for k in present], pods_by_ns)
         pods: set[ObjRef] = set()
         for key in affected:
             pods.update(self.selected.get(key, ()))
-            if first is not None:
-                pods.update(first.selected.get(key, ()))
-        others = [
-            k
-            for k, targets in self.selected.items()
-            if k in policies and k not in affected and pods & set(targets)
-        ]
+            pods.update(now.get(key, ()))
+        # Policies no change touched keep what they select and their peers; they are compiled again
+        # only for the pods of P they select, so that those pods' rulesets come out whole.
+        others = {
+            k for ref in pods for k in self.selecting.get(ref, ()) if k in policies and k not in affected
+        }
         group = sorted({*present, *others})
-        second = compile_rulesets(_with(snapshot, [policies[k] for k in group]), options, only=pods)
+        for key in affected:
+            self.peers.pop(key, None)  # what it selects as peers may have changed
+        second = compile_rulesets(
+            _with(snapshot, [policies[k] for k in group]),
+            options,
+            only=pods,
+            known_peers=self.peers,
+            known_selected={**{k: self.selected[k] for k in others}, **now},
+            pods_by_ns=pods_by_ns,
+        )
+        self.peers.update(second.peers)
         for ref in pods:
             if ref in second.rulesets:
                 self.rulesets[ref] = second.rulesets[ref]
@@ -76,9 +119,9 @@ class Compiled:
                 self.rulesets.pop(ref, None)
         for key in affected:
             if key not in policies:
-                self.selected.pop(key, None)
+                self._select(key, None)
         for key in group:
-            self.selected[key] = second.selected[key]
+            self._select(key, second.selected[key])
         fresh: dict[ObjRef, list[Diagnostic]] = {}
         for d in second.diagnostics:
             fresh.setdefault(d.obj, []).append(d)
@@ -103,7 +146,7 @@ def _own_problems(snapshot: Snapshot, refs: set[ObjRef]) -> dict[ObjRef, tuple[D
     """Parsing problems that travel with the objects themselves (pods and policies)."""
     out: dict[ObjRef, tuple[Diagnostic, ...]] = {}
     for pod in snapshot.pods:
-        if pod.ref in refs and pod.problems:
+        if pod.problems and pod.ref in refs:
             out[pod.ref] = tuple(pod.problems)
     for policy in snapshot.policies:
         if policy.ref in refs and policy.problems:
