@@ -120,9 +120,22 @@ def _applied(ruleset: Mapping[str, Any]) -> bool | None:
     return None
 
 
+# A condition message may not pass 32768 bytes (metav1.Condition, crds/): a policy with thousands of
+# bad entries or a 100,000-character value would otherwise never get its status written.
+MAX_PROBLEMS_SHOWN = 20
+MAX_PROBLEM_CHARS = 500
+
+
 def problem_messages(problems: Iterable[Diagnostic]) -> list[str]:
-    """`field: message` of each distinct problem, sorted: the Accepted condition and the Event say it."""
-    return sorted({f"{d.field}: {d.message}" if d.field else d.message for d in problems})
+    """`field: message` of each distinct problem, sorted: the Accepted condition and the Event say it.
+
+    The first MAX_PROBLEMS_SHOWN, each cut to MAX_PROBLEM_CHARS, then how many more there are.
+    """
+    messages = sorted({f"{d.field}: {d.message}" if d.field else d.message for d in problems})
+    shown = [m if len(m) <= MAX_PROBLEM_CHARS else m[: MAX_PROBLEM_CHARS - 3] + "..." for m in messages]
+    if len(shown) > MAX_PROBLEMS_SHOWN:
+        return shown[:MAX_PROBLEMS_SHOWN] + [f"and {len(shown) - MAX_PROBLEMS_SHOWN} more problems"]
+    return shown
 
 
 def policy_status(

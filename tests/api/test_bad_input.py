@@ -23,6 +23,7 @@ from mnp.api.policy import POLICY_FOR, parse_policy
 from mnp.api.refs import ObjRef, Severity
 from mnp.api.ruleset import Direction, Protocol, RulesetSpec, spec_from_raw, spec_to_raw
 from mnp.compiler.compile import CompileResult
+from mnp.controller.plan import policy_status
 from tests.builders import compile_objs, nad, namespace, pod, policy
 from tests.oracle import direction_allows
 
@@ -317,3 +318,19 @@ def test_pod_problems_are_the_pods_own_never_a_policy_of_the_same_name() -> None
     result = compile_objs([*objs, policy("server", good_spec())])
     kinds = {(str(d.obj), d.obj.kind) for d in result.diagnostics}
     assert kinds == {("default/server", "Pod")}, "the controller tells them apart by kind"
+
+
+def test_a_policy_with_thousands_of_problems_gets_a_status_message_the_crd_accepts() -> None:
+    """metav1.Condition (and crds/) cap a condition message at 32768 bytes: the status must fit, or
+    it is never written and the problem goes unreported."""
+    spec = good_spec()
+    spec["ingress"] = [{"ports": [{"port": 0}]} for _ in range(30_000)]
+    bad = policy("many", spec, networks="net-a," + ",".join(f"Missing_{i}" for i in range(2_000)))
+    bad["metadata"]["annotations"][POLICY_FOR] += ",x" + "y" * 100_000
+    result = compile_objs([*cluster(), bad])
+    status = policy_status(bad, result.selected["default/many"], result.diagnostics, {}, "2026-01-01T00:00:00Z")
+    accepted = next(c for c in status["conditions"] if c["type"] == "Accepted")
+    assert accepted["status"] == "False"
+    assert len(accepted["message"].encode()) <= 32768
+    assert accepted["message"].count("; ") == 20 and FOR_FIELD in accepted["message"]
+    assert accepted["message"].endswith(f"and {len(result.diagnostics) - 20} more problems")
