@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--host-prefix", default="", help="where the host's / is mounted (e.g. /host)")
     a.add_argument("--resync-period", type=float, default=60.0, help="seconds between drift checks (60)")
-    a.add_argument("--workers", type=int, default=4, help="pods synced in parallel (4)")
+    a.add_argument("--workers", type=int, default=16, help="pods synced in parallel (16)")
     a.add_argument("--health-address", default="", help="HOST:PORT for /healthz and /readyz (off)")
     a.add_argument("--metrics-address", default="", help="HOST:PORT for /metrics (off)")
     a.add_argument("--log-format", choices=("text", "json"), default="text")

@@ -105,6 +105,10 @@ class Peer:
     def sort_key(self) -> PeerKey:
         return self._key
 
+    def address_key(self) -> tuple[object, ...]:
+        """Equal for two peers exactly when they allow the same addresses (`pod` aside)."""
+        return self._key[:4]
+
 
 @dataclass(frozen=True, slots=True)
 class Rule:

@@ -57,12 +57,6 @@ def _peer_could_select(policy: Policy, pod: Pod, ns_labels: Mapping[str, str]) -
     return False
 
 
-def _touches_pod(policy: Policy, pod: Pod, ns_labels: Mapping[str, str]) -> bool:
-    if pod.ref.namespace == policy.ref.namespace and policy.pod_selector.matches(pod.labels):
-        return True
-    return _peer_could_select(policy, pod, ns_labels)
-
-
 def _has_namespace_selector(policy: Policy) -> bool:
     return any(peer.namespace_selector is not None for _, rule in _rules(policy) for peer in rule.peers or ())
 
@@ -71,24 +65,40 @@ def affected_policies(
     policies: Iterable[Policy], changes: Iterable[Change], namespace_labels: Mapping[str, Mapping[str, str]]
 ) -> set[str]:
     """The keys (ns/name) of the policies whose rulesets the changes can alter."""
+    return affected(policies, changes, namespace_labels)[0]
+
+
+def affected(
+    policies: Iterable[Policy], changes: Iterable[Change], namespace_labels: Mapping[str, Mapping[str, str]]
+) -> tuple[set[str], set[str]]:
+    """(the policies whose rulesets the changes can alter, those of them whose peers can have changed).
+
+    A pod that only enters or leaves a policy's targets leaves the policy's peers as they were, so
+    the incremental recompute can keep them.
+    """
     policies = list(policies)
     out: set[str] = set()
+    peers: set[str] = set()
     for change in changes:
         for obj in (change.old, change.new):
             if obj is None:
                 continue
             if isinstance(obj, Policy):
-                out.add(obj.key)
+                peers.add(obj.key)
             elif isinstance(obj, Pod):
                 labels = namespace_labels.get(obj.ref.namespace, {})
-                out.update(p.key for p in policies if _touches_pod(p, obj, labels))
+                for p in policies:
+                    if _peer_could_select(p, obj, labels):
+                        peers.add(p.key)
+                    elif obj.ref.namespace == p.ref.namespace and p.pod_selector.matches(obj.labels):
+                        out.add(p.key)
             elif isinstance(obj, Namespace):
-                out.update(
+                peers.update(
                     p.key for p in policies if _has_namespace_selector(p) or p.ref.namespace == obj.name
                 )
             elif isinstance(obj, Network):
-                out.update(p.key for p in policies if obj.ref in p.networks)
-    return out
+                peers.update(p.key for p in policies if obj.ref in p.networks)
+    return out | peers, peers
 
 
-__all__ = ["Change", "affected_policies"]
+__all__ = ["Change", "affected", "affected_policies"]

@@ -46,6 +46,12 @@ class Snapshot:
     pods: tuple[Pod, ...] = ()
     namespaces: tuple[Namespace, ...] = ()
     networks: tuple[Network, ...] = ()
+    # `pods` by namespace as `index_pods` makes it, when the caller keeps one up to date (the
+    # controller does, so that a pass after one change does not walk every pod); None: made here.
+    pod_index: Mapping[str, Sequence[Pod]] | None = field(default=None, compare=False)
+
+    def pods_by_namespace(self) -> Mapping[str, Sequence[Pod]]:
+        return self.pod_index if self.pod_index is not None else index_pods(self.pods)
 
 
 # The part of a policy's rules that does not depend on the target pod, per (direction, rule index):
@@ -78,34 +84,33 @@ def compile_rulesets(
     only: AbstractSet[ObjRef] | None = None,
     known_peers: Mapping[str, PolicyPeers] | None = None,
     known_selected: Mapping[str, tuple[ObjRef, ...]] | None = None,
-    pods_by_ns: Mapping[str, Sequence[Pod]] | None = None,
 ) -> CompileResult:
     """The ruleset of every policed pod, the problems found, and what each policy selects.
 
     With `only`, rulesets are built for those pods alone (what each policy selects is still complete):
     the incremental recompute asks for the pods a change can alter. It may also pass what it already
     knows to be current (affected.py tells it): `known_peers`, policies' resolved peers, used as they
-    are; `known_selected`, what policies select, so that only the pods of `only` are looked at; and
-    `pods_by_ns`, the snapshot's pods as `index_pods` returns them.
+    are; and `known_selected`, what policies select, so that only the pods of `only` are looked at.
+    Pods' own parsing problems are reported for the pods of `only` alone when it is given.
     """
-    # Parsing problems travel with their objects; the result reports them with the compiler's own.
-    diagnostics: list[Diagnostic] = [d for p in snapshot.policies for d in p.problems]
-    diagnostics += [d for pod in snapshot.pods if pod.problems for d in pod.problems]
-    if pods_by_ns is None:
-        pods_by_ns = index_pods(snapshot.pods)
-    inv = Inventory({n.name: n.labels for n in snapshot.namespaces}, pods_by_ns)
-    networks = {n.ref: n for n in snapshot.networks}
-    accs: dict[ObjRef, _PodAcc] = {}
-    selected: dict[str, tuple[ObjRef, ...]] = {}
-    resolved: dict[str, PolicyPeers] = {}
+    pods_by_ns = snapshot.pods_by_namespace()
     restricted: dict[ObjRef, Pod] | None = None
-    if only is not None and known_selected is not None:
+    if only is not None:
         restricted = {
             pod.ref: pod
             for ns in sorted({r.namespace for r in only})
             for pod in pods_by_ns.get(ns, ())
             if pod.ref in only
         }
+    # Parsing problems travel with their objects; the result reports them with the compiler's own.
+    diagnostics: list[Diagnostic] = [d for p in snapshot.policies for d in p.problems]
+    pods = snapshot.pods if restricted is None else restricted.values()
+    diagnostics += [d for pod in pods if pod.problems for d in pod.problems]
+    inv = Inventory({n.name: n.labels for n in snapshot.namespaces}, pods_by_ns)
+    networks = {n.ref: n for n in snapshot.networks}
+    accs: dict[ObjRef, _PodAcc] = {}
+    selected: dict[str, tuple[ObjRef, ...]] = {}
+    resolved: dict[str, PolicyPeers] = {}
     for policy in sorted(snapshot.policies, key=lambda p: p.ref):
         usable = _usable_networks(policy, networks, options, diagnostics)
         known = known_selected.get(policy.key) if known_selected is not None else None
@@ -134,14 +139,10 @@ def compile_rulesets(
 
 
 def selected_pods(
-    snapshot: Snapshot,
-    options: CompileOptions,
-    policies: Iterable[Policy],
-    pods_by_ns: Mapping[str, Sequence[Pod]] | None = None,
+    snapshot: Snapshot, options: CompileOptions, policies: Iterable[Policy]
 ) -> dict[str, tuple[ObjRef, ...]]:
     """What `compile_rulesets(...).selected` says of `policies`, without building any ruleset."""
-    if pods_by_ns is None:
-        pods_by_ns = index_pods(snapshot.pods)
+    pods_by_ns = snapshot.pods_by_namespace()
     networks = {n.ref: n for n in snapshot.networks}
     out = {}
     for policy in policies:

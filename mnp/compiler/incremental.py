@@ -13,8 +13,9 @@ compile of the same snapshot returns (the controller's tests check exactly that)
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from mnp.api.policy import KIND as POLICY_KIND
 from mnp.api.policy import Policy
 from mnp.api.refs import Diagnostic, ObjRef
 from mnp.api.ruleset import RulesetSpec
@@ -83,14 +84,17 @@ class Compiled:
         options: CompileOptions,
         affected: set[str],
         changed_objects: Iterable[ObjRef] = (),
+        peers_changed: set[str] | None = None,
     ) -> set[ObjRef]:
         """Bring this up to date with `snapshot` after changes that can touch only `affected`
         policies; `changed_objects` are the refs of every changed object (their own problems are
-        refreshed). Returns the pods whose rulesets were recomputed (created, changed or removed)."""
+        refreshed); `peers_changed`, the affected policies whose peers can have changed (None: all).
+        Returns the pods whose rulesets were recomputed (created, changed or removed)."""
         policies = {p.key: p for p in snapshot.policies}
         present = sorted(k for k in affected if k in policies)
-        pods_by_ns = index_pods(snapshot.pods)
-        now = selected_pods(snapshot, options, [policies[k] for k in present], pods_by_ns)
+        if snapshot.pod_index is None:
+            snapshot = replace(snapshot, pod_index=index_pods(snapshot.pods))
+        now = selected_pods(snapshot, options, [policies[k] for k in present])
         pods: set[ObjRef] = set()
         for key in affected:
             pods.update(self.selected.get(key, ()))
@@ -101,7 +105,7 @@ class Compiled:
             k for ref in pods for k in self.selecting.get(ref, ()) if k in policies and k not in affected
         }
         group = sorted({*present, *others})
-        for key in affected:
+        for key in affected if peers_changed is None else peers_changed:
             self.peers.pop(key, None)  # what it selects as peers may have changed
         second = compile_rulesets(
             _with(snapshot, [policies[k] for k in group]),
@@ -109,7 +113,6 @@ class Compiled:
             only=pods,
             known_peers=self.peers,
             known_selected={**{k: self.selected[k] for k in others}, **now},
-            pods_by_ns=pods_by_ns,
         )
         self.peers.update(second.peers)
         for ref in pods:
@@ -127,7 +130,7 @@ class Compiled:
             fresh.setdefault(d.obj, []).append(d)
         refresh = {policies[k].ref for k in group} | pods | set(changed_objects)
         refresh |= {r for r in self.diagnostics if r.kind == "MultiNetworkPolicy" and str(r) in affected}
-        own = _own_problems(snapshot, refresh)
+        own = _own_problems(snapshot, policies, refresh)
         for ref in refresh:
             found = fresh.get(ref) if ref in pods or ref in {policies[k].ref for k in group} else None
             problems = tuple(dict.fromkeys([*(found or ()), *own.get(ref, ())]))
@@ -139,18 +142,23 @@ class Compiled:
 
 
 def _with(snapshot: Snapshot, policies: list[Policy]) -> Snapshot:
-    return Snapshot(tuple(policies), snapshot.pods, snapshot.namespaces, snapshot.networks)
+    return replace(snapshot, policies=tuple(policies))
 
 
-def _own_problems(snapshot: Snapshot, refs: set[ObjRef]) -> dict[ObjRef, tuple[Diagnostic, ...]]:
+def _own_problems(
+    snapshot: Snapshot, policies: dict[str, Policy], refs: set[ObjRef]
+) -> dict[ObjRef, tuple[Diagnostic, ...]]:
     """Parsing problems that travel with the objects themselves (pods and policies)."""
     out: dict[ObjRef, tuple[Diagnostic, ...]] = {}
-    for pod in snapshot.pods:
-        if pod.problems and pod.ref in refs:
-            out[pod.ref] = tuple(pod.problems)
-    for policy in snapshot.policies:
-        if policy.ref in refs and policy.problems:
-            out[policy.ref] = tuple(policy.problems)
+    by_ns = snapshot.pods_by_namespace()
+    for ns in sorted({r.namespace for r in refs if r.kind != POLICY_KIND}):
+        for pod in by_ns.get(ns, ()):
+            if pod.problems and pod.ref in refs:
+                out[pod.ref] = tuple(pod.problems)
+    for ref in refs:
+        policy = policies.get(str(ref)) if ref.kind == POLICY_KIND else None
+        if policy is not None and policy.ref == ref and policy.problems:
+            out[ref] = tuple(policy.problems)
     return out
 
 

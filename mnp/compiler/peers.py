@@ -52,7 +52,7 @@ def resolve_peers(
     found: dict[tuple[object, ...], PeerAddress] = {}
     for peer in peers:
         for addr in _addresses(peer, policy, networks, inv):
-            key = (addr.peer.cidr, addr.peer.excepts)
+            key = addr.peer.address_key()
             best = found.get(key)
             if best is None or (addr.peer.pod or "") < (best.peer.pod or ""):
                 found[key] = addr

@@ -10,7 +10,7 @@ from mnp.api.ruleset import PortSpec
 
 
 def port_key(p: PortSpec) -> tuple[str, int, int]:
-    return (p.protocol.value, p.port or 0, p.end_port or 0)
+    return (p.protocol, p.port or 0, p.end_port or 0)  # a Protocol is a str: orders by its value
 
 
 def canonical_ports(ports: Iterable[PortSpec]) -> tuple[PortSpec, ...]:

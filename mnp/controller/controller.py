@@ -23,7 +23,7 @@ from mnp.api.policy import Policy, parse_policy
 from mnp.api.refs import Diagnostic, ObjRef
 from mnp.api.ruleset import RulesetSpec
 from mnp.api.status import same_status
-from mnp.compiler.affected import Change, affected_policies
+from mnp.compiler.affected import Change, affected
 from mnp.compiler.compile import CompileOptions, CompileResult, Snapshot
 from mnp.compiler.incremental import Compiled
 from mnp.controller.plan import (
@@ -74,6 +74,11 @@ class Parsed:
         self.pods: dict[Key, Pod] = {}
         self.namespaces: dict[str, Namespace] = {}
         self.networks: dict[Key, Network] = {}
+        # The pods by namespace, each in name order, rebuilt only for namespaces whose pods changed:
+        # a pass after one change neither sorts nor walks every pod.
+        self._pods_in: dict[str, dict[str, Pod]] = {}
+        self._pod_index: dict[str, tuple[Pod, ...]] = {}
+        self._stale: set[str] = set()
 
     def apply(self, kind: str, event: WatchEvent) -> Change:
         """Re-parse the one object of `event`; the change as the compiler sees it (old and new)."""
@@ -87,6 +92,12 @@ class Parsed:
                     "pod annotation invalid",
                     extra={"pod": str(d.obj), "field": d.field, "problem": d.message},
                 )
+            members = self._pods_in.setdefault(key[0], {})
+            if pod is None:
+                members.pop(key[1], None)
+            else:
+                members[key[1]] = pod
+            self._stale.add(key[0])
             return self._set(self.pods, key, pod)
         if kind == "namespace":
             return self._set(self.namespaces, key[1], None if gone else parse_namespace(event.obj))
@@ -103,11 +114,22 @@ class Parsed:
         return {name: ns.labels for name, ns in self.namespaces.items()}
 
     def snapshot(self) -> Snapshot:
+        for ns in self._stale:
+            members = self._pods_in.get(ns) or {}
+            if members:
+                self._pod_index[ns] = tuple(members[name] for name in sorted(members))
+            else:
+                self._pod_index.pop(ns, None)
+                self._pods_in.pop(ns, None)
+        if self._stale:
+            self._stale = set()
+            self._pod_index = dict(sorted(self._pod_index.items()))
         return Snapshot(
             tuple(self.policies[k] for k in sorted(self.policies)),
-            tuple(self.pods[k] for k in sorted(self.pods)),
+            tuple(pod for members in self._pod_index.values() for pod in members),
             tuple(self.namespaces[k] for k in sorted(self.namespaces)),
             tuple(self.networks[k] for k in sorted(self.networks)),
+            pod_index=dict(self._pod_index),
         )
 
 
@@ -230,14 +252,14 @@ class Controller:
             if full or self.compiled is None:
                 self.compiled = await asyncio.to_thread(Compiled.full, snapshot, self.config.options)
             else:
-                affected = affected_policies(
+                touched, peers_changed = affected(
                     [*self.parsed.policies.values(), *(c.old for c in changes if isinstance(c.old, Policy))],
                     changes,
                     self.parsed.namespace_labels(),
                 )
                 changed = [_ref(o) for c in changes for o in (c.old, c.new) if o is not None]
                 await asyncio.to_thread(
-                    self.compiled.update, snapshot, self.config.options, affected, changed
+                    self.compiled.update, snapshot, self.config.options, touched, changed, peers_changed
                 )
         except BaseException:
             self._full_needed = True  # a failed pass leaves the state unknown: the next one is full

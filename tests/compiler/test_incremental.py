@@ -9,9 +9,11 @@ import pytest
 
 from mnp.api.cluster import parse_namespace, parse_network, parse_pod
 from mnp.api.policy import parse_policy
-from mnp.compiler.affected import Change, Parsed, affected_policies
+from mnp.compiler.affected import Change, Parsed, affected, affected_policies
 from mnp.compiler.compile import CompileOptions, Snapshot
 from mnp.compiler.incremental import Compiled
+from mnp.controller.controller import Parsed as ControllerParsed
+from mnp.kube.watch import WatchEvent
 from tests.builders import nad, namespace, pod, policy, snapshot
 
 OPTIONS = CompileOptions()
@@ -132,21 +134,37 @@ def _labels(world: dict[tuple[str, str, str], dict[str, Any]]) -> dict[str, dict
     return {k[2]: o["metadata"].get("labels") or {} for k, o in world.items() if k[0] == "Namespace"}
 
 
-@pytest.mark.parametrize("seed", range(8))
+def _event(parsed: ControllerParsed, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+    obj = new if new is not None else old
+    assert obj is not None
+    kinds = {"MultiNetworkPolicy": "policy", "Pod": "pod", "Namespace": "namespace"}
+    kind = "DELETED" if new is None else "ADDED" if old is None else "MODIFIED"
+    parsed.apply(kinds.get(obj["kind"], "network"), WatchEvent(kind, obj, old))
+
+
+@pytest.mark.parametrize("seed", range(12))
 def test_incremental_recompute_equals_a_full_compile_after_every_change(seed: int) -> None:
+    """As the controller does it: its Parsed view (with the pod index it keeps up to date) in,
+    affected policies and those whose peers can have changed, then the recompute."""
     rng = random.Random(seed)
     world = _world(rng)
-    state = Compiled.full(snapshot(list(world.values())), OPTIONS)
+    parsed = ControllerParsed()
+    for obj in world.values():
+        _event(parsed, None, obj)
+    state = Compiled.full(parsed.snapshot(), OPTIONS)
     for step in range(30):
         before: Snapshot = snapshot(list(world.values()))
         old, new = _mutate(rng, world, step)
-        after = snapshot(list(world.values()))
+        _event(parsed, old, new)
+        after = parsed.snapshot()
+        assert after.pods == tuple(sorted(snapshot(list(world.values())).pods, key=lambda p: p.ref))
         change = Change(_parse(old) if old else None, _parse(new) if new else None)
         policies = [*before.policies, *after.policies]
-        affected = affected_policies(policies, [change], _labels(world))
+        touched, peers_changed = affected(policies, [change], _labels(world))
+        assert peers_changed <= touched
         changed = [o.ref if hasattr(o, "ref") else None for o in (change.old, change.new) if o is not None]
-        state.update(after, OPTIONS, affected, [r for r in changed if r is not None])
-        full = Compiled.full(after, OPTIONS).result()
+        state.update(after, OPTIONS, touched, [r for r in changed if r is not None], peers_changed)
+        full = Compiled.full(snapshot(list(world.values())), OPTIONS).result()
         got = state.result()
         assert got.rulesets == full.rulesets, f"seed {seed} step {step}: rulesets differ"
         assert got.selected == full.selected, f"seed {seed} step {step}: selections differ"
