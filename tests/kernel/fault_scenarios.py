@@ -496,6 +496,51 @@ def pod_restart(b: Bed) -> Figures:
     return f
 
 
+def policed_pod_restart(b: Bed) -> Figures:
+    """Delete srv and create it again (same address, new netns): no denied flow passes while it starts.
+
+    Nothing makes the agent's table come before the pod's listeners: the notes give the margin seen
+    (netns → table, netns → listening on 8080), polled every few ms from the test.
+    """
+    t0 = time.monotonic()
+    b.cluster.kubectl("delete", "pod", "srv", "--wait=true", "--timeout=60s")
+    b.cluster.apply(manifests(SRV.manifest()))
+    seen, table, listening = _watch_start(b, "srv")
+    allowed = b.prober.wait_for_pass(ALLOWED, seen, timeout=60)
+    f = b.figures("policed pod re-created", t0, allowed - seen, allowed_may_fail=True)
+    f.notes = (
+        f"converge = new netns seen → first allowed pass; netns → table {table - seen:.3f}s, "
+        f"→ listening {listening - seen:.3f}s (margin {listening - table:+.3f}s)"
+    )
+    b.wait_landed()
+    if listening < table:
+        f.problems.append(f"srv listened {table - listening:.3f}s before its table was applied")
+    return f
+
+
+def _watch_start(b: Bed, pod: str, timeout: float = 60) -> tuple[float, float, float]:
+    """When the new pod's netns appeared, got an nftables table, and a listener on 8080 (monotonic)."""
+    deadline = time.monotonic() + timeout
+    netns = ""
+    while not netns:
+        assert time.monotonic() < deadline, f"no sandbox of the new {pod} in {timeout:.0f}s"
+        with contextlib.suppress(Exception):
+            netns = b.cluster.netns_of(b.cluster.pod(pod))
+    seen, table, listening = time.monotonic(), 0.0, 0.0
+    b.netns[pod] = netns
+    while not (table and listening):
+        assert time.monotonic() < deadline, f"the new {pod}: table at {table}, listening at {listening}"
+        if not table and "table" in _in(netns, "nft", "list", "tables"):
+            table = time.monotonic()
+        if not listening and ":8080 " in _in(netns, "ss", "-Hltn"):
+            listening = time.monotonic()
+    return seen, table, listening
+
+
+def _in(netns: str, *argv: str) -> str:
+    return str(run_in_netns(netns, list(argv), capture_output=True, text=True, timeout=10).stdout)
+
+
 def old_address_passes(b: Bed, address: str, seconds: float = 1.5) -> bool:
     """Does `other` reach srv:8080 from `address` (added to its `lan` interface for the check)?"""
     other = b.netns["other"]
@@ -525,6 +570,7 @@ SCENARIOS: dict[str, Callable[[Bed], Figures]] = {
     "apiserver": apiserver_kill,
     "containerd": containerd_kill,
     "pod": pod_restart,
+    "policed": policed_pod_restart,
 }
 
 __all__ = ["SCENARIOS", "Bed", "Figures", "bed"]

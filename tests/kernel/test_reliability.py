@@ -83,6 +83,10 @@ def test_a_peer_pod_recreated_with_a_new_address_is_allowed_and_its_old_address_
     run(b, "pod")
 
 
+def test_the_policed_pod_recreated_never_lets_a_denied_flow_in_while_it_starts(b: Bed) -> None:
+    run(b, "policed")
+
+
 def test_no_denied_flow_passed_at_any_sample_since_the_policy_was_first_enforced(b: Bed) -> None:
     samples = b.prober.snapshot(b.enforced_at)
     denied = passes(samples, DENIED_PEER) + passes(samples, DENIED_PORT)
