@@ -87,11 +87,6 @@ class Parsed:
             return self._set(self.policies, key, None if gone else parse_policy(event.obj)[0])
         if kind == "pod":
             pod = None if gone else parse_pod(event.obj)[0]
-            for d in pod.problems if pod else ():  # e.g. a network-status that cannot be read
-                log.warning(
-                    "pod annotation invalid",
-                    extra={"pod": str(d.obj), "field": d.field, "problem": d.message},
-                )
             members = self._pods_in.setdefault(key[0], {})
             if pod is None:
                 members.pop(key[1], None)
@@ -158,6 +153,7 @@ class Controller:
         self._wake = asyncio.Event()
         self._status_subresource = True
         self._reported: dict[str, tuple[int, tuple[str, ...]]] = {}  # policy uid -> (generation, problems)
+        self._pod_problems: set[Diagnostic] = set()  # logged once each while they last
 
     # ---- running ---------------------------------------------------------------------------------
 
@@ -267,6 +263,12 @@ class Controller:
         self.metrics.observe_compile(time.monotonic() - started)
         result = self.compiled.result()
         self.result = result
+        # A pod's own problems (network-status unreadable, ruleset compacted or over the size limit)
+        # are no policy's: they are logged, naming pod and field, once each while they last.
+        pod_problems = {d for d in result.diagnostics if d.obj.kind != POLICY_KIND}
+        for d in sorted(pod_problems - self._pod_problems):
+            log.warning("pod problem", extra={"pod": str(d.obj), "field": d.field, "problem": d.message})
+        self._pod_problems = pod_problems
         desired = desired_rulesets(result.rulesets, snapshot.pods, self._objects)
         existing = {object_key(r): r for r in self.rulesets.items()}
         writes = plan_writes(desired, existing)

@@ -22,9 +22,10 @@ from mnp.api.multus import NETWORK_STATUS, parse_network_status
 from mnp.api.policy import POLICY_FOR, parse_policy
 from mnp.api.refs import ObjRef, Severity
 from mnp.api.ruleset import Direction, Protocol, RulesetSpec, spec_from_raw, spec_to_raw
-from mnp.compiler.compile import CompileResult
+from mnp.compiler.compact import ruleset_size
+from mnp.compiler.compile import CompileOptions, CompileResult, compile_rulesets
 from mnp.controller.plan import policy_status
-from tests.builders import compile_objs, nad, namespace, pod, policy
+from tests.builders import compile_objs, nad, namespace, pod, policy, snapshot
 from tests.oracle import direction_allows
 
 NET = "default/net-a"
@@ -334,3 +335,29 @@ def test_a_policy_with_thousands_of_problems_gets_a_status_message_the_crd_accep
     assert len(accepted["message"].encode()) <= 32768
     assert accepted["message"].count("; ") == 20 and FOR_FIELD in accepted["message"]
     assert accepted["message"].endswith(f"and {len(result.diagnostics) - 20} more problems")
+
+
+def test_thirty_thousand_rules_that_allow_nothing_compile_to_a_ruleset_under_the_size_limit() -> None:
+    """They are not peers, so an estimate counting peers alone let a 2.4 MB ruleset through, which
+    the API server refuses (413): the pod kept its old ruleset, or stayed open if it had none."""
+    spec = good_spec()
+    spec["ingress"] = [{"ports": [{"port": 0}]} for _ in range(30_000)] + spec["ingress"]
+    result = compile_objs([*cluster(), policy("many", spec)])
+    server = ruleset(result)
+    assert server is not None and server.compacted
+    assert ruleset_size(server) <= CompileOptions().max_ruleset_bytes
+    assert allows(server, Direction.INGRESS, CLIENT) and not allows(server, Direction.INGRESS, "192.0.2.99")
+    assert any("compacted" in d.message for d in result.diagnostics if d.obj.kind == "Pod")
+
+
+def test_a_ruleset_that_cannot_fit_even_compacted_isolates_the_pod_and_allows_nothing() -> None:
+    spec = good_spec()
+    spec["ingress"][0]["ports"] = [{"port": p} for p in range(1, 3_001, 2)]  # no two merge into a range
+    limit = 20_000
+    result = compile_rulesets(snapshot([*cluster(), policy("wide", spec)]), CompileOptions(max_ruleset_bytes=limit))
+    server = ruleset(result)
+    assert server is not None and ruleset_size(server) <= limit
+    assert server.ingress is not None and server.ingress.isolated == ("net1",) and server.ingress.rules == ()
+    assert not allows(server, Direction.INGRESS, CLIENT, 1)
+    assert [d.message for d in result.diagnostics if "allow nothing" in d.message], result.diagnostics
+    spec_from_raw(spec_to_raw(server))

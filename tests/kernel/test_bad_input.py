@@ -99,6 +99,8 @@ BAD: dict[str, tuple[dict[str, Any], str, str]] = {
     "bad-nad-bridge": ({"podSelector": TGT, "ingress": FROM_A}, "bridge", "network default/bridge is of CNI type 'bridge'"),
     "bad-nad-missing": ({"podSelector": TGT, "ingress": FROM_A}, "nowhere", "network default/nowhere does not exist"),
 }
+# Thousands of bad entries: the status message must still fit the condition's 32768 bytes.
+MANY = policy("bad-many", {"podSelector": TGT, "ingress": [{"ports": [{"port": 0}]} for _ in range(30_000)]})
 # Sent without strict field validation (as most clients do): the API server prunes the unknown key,
 # leaving an empty peer.
 PRUNED = policy("bad-unknown-key", {"podSelector": TGT, "ingress": [{"from": [{"podSelectr": app("a")}]}]})
@@ -167,8 +169,7 @@ def env() -> Iterator[E2E]:
         cluster.kubectl("apply", "-f", str(REPO / "crds"))
         e = E2E(cluster, PODS)
         try:
-            e.apply(nad("lan"))
-            e.apply(*(p.manifest() for p in PODS))
+            e.apply(nad("lan"), *(p.manifest() for p in PODS))
             e.procs.start_agent(NODE)
             e.procs.start_controller(resync_period=RESYNC_S)
             cluster.wait_running(*(p.name for p in PODS))
@@ -186,7 +187,7 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
 
 def all_enforced(e: E2E) -> bool:
     policies = e.json("multi-policy", "-n", "default")["items"]
-    return len(policies) == len(GOOD) + len(HUGE) + len(BAD) + 1 and all(
+    return len(policies) == len(GOOD) + len(HUGE) + len(BAD) + 2 and all(
         p.get("status", {}).get("observedGeneration") == p["metadata"]["generation"]
         and condition(p, "Enforced")["status"] == "True"
         for p in policies
@@ -223,11 +224,15 @@ def test_what_the_schema_refuses_is_a_422_naming_the_field(env: E2E) -> None:
 def test_a_batch_of_bad_input_is_reported_once_per_policy_and_never_opens_a_pod(env: E2E) -> None:
     started = time.monotonic()
     env.apply(*broken_nads(), *GOOD, *bad_policies())
-    assert create(env, MNPS, PRUNED, *HUGE) == [None] * 3
+    assert create(env, MNPS, PRUNED, MANY, *HUGE) == [None] * 4
     assert env.json("multi-policy", "bad-unknown-key")["spec"]["ingress"] == [{"from": [{}]}], "pruned"
     # Not `mnp local wait`: it rightly waits for the broken network-status annotations to be fixed.
     env.until("every policy to be enforced on all the pods it selects", lambda: all_enforced(env), timeout=90)
-    expected = {**{name: field for name, (_, _, field) in BAD.items()}, "bad-unknown-key": "spec.ingress[0].from[0]"}
+    expected = {
+        **{name: field for name, (_, _, field) in BAD.items()},
+        "bad-unknown-key": "spec.ingress[0].from[0]",
+        "bad-many": "and 29980 more problems",
+    }
 
     # Status: every bad policy Accepted=False naming its field; every good one Accepted=True.
     policies = {p["metadata"]["name"]: p for p in env.json("multi-policy", "-n", "default")["items"]}
@@ -276,8 +281,8 @@ def test_a_batch_of_bad_input_is_reported_once_per_policy_and_never_opens_a_pod(
     events = invalid_policy_events(env)
     counts = {name: [ev.get("count", 1) for ev in evs] for name, evs in events.items()}
     assert counts == {**{name: [1] for name in expected}, **{g["metadata"]["name"]: [] for g in GOOD + HUGE}}, counts
-    for name, field in expected.items():
-        assert field in events[name][0]["message"], events[name][0]
+    for name, field in {**expected, "bad-many": "spec.ingress[0].ports[0].port"}.items():
+        assert field in events[name][0]["message"], events[name][0]  # Event messages are cut shorter
 
     # Nobody crashed, restarted or logged a traceback; the broken annotations were logged by pod.
     for name in env.procs.procs:
@@ -286,5 +291,5 @@ def test_a_batch_of_bad_input_is_reported_once_per_policy_and_never_opens_a_pod(
     assert len(list(env.cluster.layout.root.glob("controller.*.log"))) == 1
     log = env.procs.log("controller")
     for pod, detail in (("sick", "not JSON"), ("twice", "appears twice"), ("deep", "nested too deeply")):
-        lines = [line for line in log.splitlines() if "pod annotation invalid" in line and f"default/{pod}" in line]
+        lines = [line for line in log.splitlines() if "pod problem" in line and f"default/{pod}" in line]
         assert lines and NETWORK_STATUS in lines[0] and detail in lines[0], (pod, lines)
