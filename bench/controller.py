@@ -84,7 +84,9 @@ def cluster(pods: int, policies: int, seed: int = 1) -> list[dict[str, Any]]:
     return objs
 
 
-def compile_figures(pods: int, policies: int, repeat: int, samples: int = 20) -> list[tuple[str, str]]:
+def compile_figures(pods: int, policies: int, repeat: int, samples: int = 40) -> list[tuple[str, str]]:
+    """Times are CPU seconds of this process (time.process_time): the work itself, which wall time on
+    a shared 2-core machine inflates by whatever else runs."""
     objs = cluster(pods, policies)
     # The controller's own view: objects parsed one by one as watch events arrive, snapshot from it.
     parsed = Parsed()
@@ -94,9 +96,9 @@ def compile_figures(pods: int, policies: int, repeat: int, samples: int = 20) ->
     snap = parsed.snapshot()
     fulls = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         state = Compiled.full(snap, OPTIONS)
-        fulls.append(time.perf_counter() - t0)
+        fulls.append(time.process_time() - t0)
     tracemalloc.start()
     Compiled.full(snap, OPTIONS)
     _, peak = tracemalloc.get_traced_memory()
@@ -112,19 +114,21 @@ def compile_figures(pods: int, policies: int, repeat: int, samples: int = 20) ->
         old = objs[index]
         new = {**old, "metadata": {**old["metadata"], "labels": {"app": rng.choice(APPS), "version": "v3"}}}
         objs[index] = new
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         change = parsed.apply("pod", WatchEvent("MODIFIED", new, old))
         after = parsed.snapshot()
         touched, peers_changed = affected(parsed.policies.values(), [change], parsed.namespace_labels())
         state.update(after, OPTIONS, touched, [change.new.ref], peers_changed)  # type: ignore[union-attr]
-        incs.append(time.perf_counter() - t0)
+        incs.append(time.process_time() - t0)
     assert state.result().rulesets == Compiled.full(snapshot(objs), OPTIONS).result().rulesets
     full, inc = statistics.median(fulls), statistics.median(incs)
+    fastest = min(fulls)
     p90 = sorted(incs)[int(0.9 * (len(incs) - 1))]
     return [
         (
-            f"full compile, {pods} pods × {policies} policies ({len(state.rulesets)} rulesets)",
-            f"{full * 1000:,.0f} ms",
+            f"full compile, {pods} pods × {policies} policies ({len(state.rulesets)} rulesets): "
+            f"median / fastest of {len(fulls)}",
+            f"{full * 1000:,.0f} / {fastest * 1000:,.0f} ms",
         ),
         ("peak Python memory of a full compile (tracemalloc)", f"{peak / 2**20:,.0f} MiB"),
         (
@@ -136,6 +140,7 @@ def compile_figures(pods: int, policies: int, repeat: int, samples: int = 20) ->
             f"{inc / full:.2%} (target ≤ 2%: {'met' if inc / full <= 0.02 else 'NOT met'})",
         ),
         ("incremental / full, p90", f"{p90 / full:.2%}"),
+        ("incremental median / fastest full compile (one without a collector pause)", f"{inc / fastest:.2%}"),
     ]
 
 
@@ -203,7 +208,7 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=2000)
     parser.add_argument("--policies", type=int, default=200)
     parser.add_argument("--api-pods", type=int, default=300)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     rows = compile_figures(args.pods, args.policies, args.repeat)
     rows += asyncio.run(api_writes(args.api_pods))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mnp.api.refs import Diagnostic, ObjRef, Severity
@@ -70,10 +70,15 @@ class Policy:
     ingress: tuple[PolicyRule, ...] = ()
     egress: tuple[PolicyRule, ...] = ()
     problems: tuple[Diagnostic, ...] = ()
+    key: str = field(init=False, repr=False, compare=False)  # "ns/name", the policy's name everywhere
+    # (is_egress, rule) for the directions the policy isolates: the rules that grant anything.
+    isolated_rules: tuple[tuple[bool, PolicyRule], ...] = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return str(self.ref)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", str(self.ref))
+        rules = [(False, r) for r in self.ingress] if self.isolates_ingress else []
+        rules += [(True, r) for r in self.egress] if self.isolates_egress else []
+        object.__setattr__(self, "isolated_rules", tuple(rules))
 
 
 class _Problems:

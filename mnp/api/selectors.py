@@ -42,6 +42,7 @@ class LabelSelector:
     # one `key: value` each, as a dict, and the others.
     _equal: dict[str, str] = field(init=False, repr=False, compare=False)
     _rest: tuple[Requirement, ...] = field(init=False, repr=False, compare=False)
+    _only: tuple[str, str] | None = field(init=False, repr=False, compare=False)  # the one key: value
 
     def __post_init__(self) -> None:
         equal: dict[str, str] = {}
@@ -53,12 +54,16 @@ class LabelSelector:
                 rest.append(r)
         object.__setattr__(self, "_equal", equal)
         object.__setattr__(self, "_rest", tuple(rest))
+        only = next(iter(equal.items())) if len(equal) == 1 and not rest and not self.matches_nothing else None
+        object.__setattr__(self, "_only", only)
 
     @classmethod
     def nothing(cls) -> LabelSelector:
         return cls(matches_nothing=True)
 
     def matches(self, labels: Mapping[str, str]) -> bool:
+        if self._only is not None:
+            return labels.get(self._only[0]) == self._only[1]
         if self.matches_nothing or not labels.items() >= self._equal.items():
             return False
         return all(r.matches(labels) for r in self._rest)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from mnp.api.cluster import Namespace, Network, Pod
-from mnp.api.policy import Policy, PolicyRule
+from mnp.api.policy import Policy
 from mnp.compiler.ports import has_named
 
 Parsed = Pod | Namespace | Network | Policy
@@ -29,16 +29,8 @@ class Change:
     new: Parsed | None
 
 
-def _rules(policy: Policy) -> Iterable[tuple[bool, PolicyRule]]:
-    """(is_egress, rule) for the directions the policy isolates."""
-    if policy.isolates_ingress:
-        yield from ((False, r) for r in policy.ingress)
-    if policy.isolates_egress:
-        yield from ((True, r) for r in policy.egress)
-
-
 def _peer_could_select(policy: Policy, pod: Pod, ns_labels: Mapping[str, str]) -> bool:
-    for egress, rule in _rules(policy):
+    for egress, rule in policy.isolated_rules:
         if rule.peers is None:
             # Any peer: no addresses are listed, except that named egress ports resolve on every pod.
             if egress and has_named(rule.ports):
@@ -58,7 +50,9 @@ def _peer_could_select(policy: Policy, pod: Pod, ns_labels: Mapping[str, str]) -
 
 
 def _has_namespace_selector(policy: Policy) -> bool:
-    return any(peer.namespace_selector is not None for _, rule in _rules(policy) for peer in rule.peers or ())
+    return any(
+        peer.namespace_selector is not None for _, rule in policy.isolated_rules for peer in rule.peers or ()
+    )
 
 
 def affected_policies(

@@ -30,6 +30,7 @@ from mnp.compiler.ports import (
 )
 
 DEFAULT_NETWORK_PLUGINS = frozenset({"macvlan"})
+_DIRECTIONS = tuple(Direction)  # iterating an Enum class is slow; compiles do it per pod
 KNOWN_NETWORK_PLUGINS = frozenset({"macvlan", "ipvlan", "sriov"})
 
 
@@ -74,8 +75,8 @@ class _PodAcc:
     pod: Pod
     policies: set[str] = field(default_factory=set)
     interfaces: dict[str, Attachment] = field(default_factory=dict)
-    isolated: dict[Direction, set[str]] = field(default_factory=lambda: {d: set() for d in Direction})
-    rules: dict[Direction, list[Rule]] = field(default_factory=lambda: {d: [] for d in Direction})
+    isolated: dict[Direction, set[str]] = field(default_factory=lambda: {d: set() for d in _DIRECTIONS})
+    rules: dict[Direction, list[Rule]] = field(default_factory=lambda: {d: [] for d in _DIRECTIONS})
 
 
 def compile_rulesets(
@@ -226,17 +227,26 @@ def _directions(policy: Policy) -> list[tuple[Direction, bool, tuple[PolicyRule,
 
 
 def _policy_peers(policy: Policy, networks: frozenset[ObjRef], inv: Inventory) -> PolicyPeers:
-    """What does not depend on the target pod, worked out once per rule: the sorted peers, and for
-    egress with named ports (resolved on each peer) the whole split into groups."""
+    """What does not depend on the target pod, worked out once per rule: its (peers, ports) groups,
+    or, for ingress with named ports (resolved on each target pod), the sorted peers alone."""
     shared: dict[tuple[Direction, int], Any] = {}
     for d, isolates, rules in _directions(policy):
         for index, rule in enumerate(rules if isolates else ()):
             found = resolve_peers(rule.peers, policy, networks, inv)
             if d is Direction.EGRESS and has_named(rule.ports):
                 shared[(d, index)] = _rule_groups(d, rule, found, None, networks, inv)
+            elif has_named(rule.ports):
+                shared[(d, index)] = _PerPod(_peers(found))
             else:
-                shared[(d, index)] = _peers(found)
+                shared[(d, index)] = [(_peers(found), resolve_ports_on(rule.ports, None))]
     return shared
+
+
+@dataclass(frozen=True, slots=True)
+class _PerPod:
+    """Peers of an ingress rule whose named ports resolve on each target pod."""
+
+    peers: tuple[Peer, ...] | None
 
 
 def _apply_policy(
@@ -255,12 +265,10 @@ def _apply_policy(
             if not isolates:
                 continue
             acc.isolated[d].update(a.interface for a in ifaces)
-            for index, rule in enumerate(rules):
-                once = shared[(d, index)]
-                if d is Direction.EGRESS and has_named(rule.ports):
-                    groups = once
-                else:  # ingress named ports resolve on the policed pod itself
-                    groups = [(once, resolve_ports_on(rule.ports, pod))]
+            for index in range(len(rules)):
+                groups = shared[(d, index)]
+                if isinstance(groups, _PerPod):  # ingress named ports resolve on the policed pod itself
+                    groups = [(groups.peers, resolve_ports_on(rules[index].ports, pod))]
                 for peers, ports in groups:
                     for att in ifaces:
                         acc.rules[d].append(Rule(policy.key, index, att.interface, peers, ports))
@@ -345,7 +353,7 @@ def _rule_key(r: Rule) -> tuple[object, ...]:
 
 def _assemble(acc: _PodAcc) -> RulesetSpec:
     directions: dict[Direction, DirectionRules | None] = {}
-    for d in Direction:
+    for d in _DIRECTIONS:
         if not acc.isolated[d]:
             directions[d] = None
             continue

@@ -95,10 +95,15 @@ class Compiled:
         if snapshot.pod_index is None:
             snapshot = replace(snapshot, pod_index=index_pods(snapshot.pods))
         now = selected_pods(snapshot, options, [policies[k] for k in present])
+        changed = set(changed_objects)
         pods: set[ObjRef] = set()
         for key in affected:
-            pods.update(self.selected.get(key, ()))
-            pods.update(now.get(key, ()))
+            before, after = set(self.selected.get(key, ())), set(now.get(key, ()))
+            if peers_changed is None or key in peers_changed:
+                pods |= before | after  # its rules changed: every pod it selects gets new ones
+            else:
+                # Same rules: only pods entering or leaving it, or changed themselves, are touched.
+                pods |= (before ^ after) | ((before | after) & changed)
         # Policies no change touched keep what they select and their peers; they are compiled again
         # only for the pods of P they select, so that those pods' rulesets come out whole.
         others = {
@@ -128,7 +133,7 @@ class Compiled:
         fresh: dict[ObjRef, list[Diagnostic]] = {}
         for d in second.diagnostics:
             fresh.setdefault(d.obj, []).append(d)
-        refresh = {policies[k].ref for k in group} | pods | set(changed_objects)
+        refresh = {policies[k].ref for k in group} | pods | changed
         refresh |= {r for r in self.diagnostics if r.kind == "MultiNetworkPolicy" and str(r) in affected}
         own = _own_problems(snapshot, policies, refresh)
         for ref in refresh:
