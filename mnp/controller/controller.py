@@ -11,6 +11,7 @@ policy raises one Event per new problem, not one per pass.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Mapping
@@ -121,7 +122,7 @@ class Parsed:
             self._pod_index = dict(sorted(self._pod_index.items()))
         return Snapshot(
             tuple(self.policies[k] for k in sorted(self.policies)),
-            tuple(pod for members in self._pod_index.values() for pod in members),
+            tuple(itertools.chain.from_iterable(self._pod_index.values())),
             tuple(self.namespaces[k] for k in sorted(self.namespaces)),
             tuple(self.networks[k] for k in sorted(self.networks)),
             pod_index=dict(self._pod_index),
@@ -181,6 +182,7 @@ class Controller:
     def _handler(self, kind: str) -> Any:
         async def on_event(event: WatchEvent) -> None:
             self._changes.append(self.parsed.apply(kind, event))
+            self.metrics.set_queue_depth(len(self._changes))
             self._compile_needed.set()
             self._wake.set()
 
@@ -241,6 +243,7 @@ class Controller:
         """Compile (incrementally when only some objects changed), then write the differences."""
         snapshot = self.parsed.snapshot()
         changes, self._changes = self._changes, []
+        self.metrics.set_queue_depth(0)
         full = self._full_needed or self.compiled is None
         self._full_needed = False
         started = time.monotonic()
