@@ -114,6 +114,7 @@ class Informer:
         """List, then watch, forever (until cancelled)."""
         need_list, reason = True, "initial list"
         failures = 0  # consecutive rounds that made no progress: they set the backoff
+        gone = False  # the last round ended in 410 Gone
         while True:
             loop_started = asyncio.get_running_loop().time()
             try:
@@ -121,6 +122,7 @@ class Informer:
                     await self._list(reason)
                     need_list = False
                 progressed = await self._watch()
+                gone = False
                 if progressed or asyncio.get_running_loop().time() - loop_started > 1.0:
                     failures = 0
                     continue
@@ -130,10 +132,14 @@ class Informer:
             except KubeGone as e:
                 need_list, reason = True, f"watch expired: {e.message}"
                 self.relists += 1
-                failures += 1
+                # The server answers: the back-off of an outage before this is over (a restarted
+                # server expires every old version); only expiries in a row back off.
+                failures = failures + 1 if gone else 1
+                gone = True
                 if failures == 1:
                     continue  # the first relist after an expiry is immediate
             except KubeApiError as e:
+                gone = False
                 failures += 1
                 self.reconnects += 1
                 reason = str(e)

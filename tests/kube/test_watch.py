@@ -201,5 +201,43 @@ def test_an_informer_reconnects_to_a_restarted_server_and_converges() -> None:
         asyncio.run(main())
 
 
+def test_after_an_outage_the_410_of_the_restarted_server_is_relisted_at_once_not_after_more_back_off() -> (
+    None
+):
+    with running_apiserver() as process:
+
+        async def main() -> None:
+            async with await Client.from_kubeconfig(
+                process.kubeconfig, retry_for=2.0, backoff_max=0.2
+            ) as client:
+                ns = unique("outage")
+                await client.create(Resource("", "v1", "namespaces", False), {"metadata": {"name": ns}})
+                await client.create(CONFIGMAPS, configmap("a", ns))
+                informer = Informer(client, CONFIGMAPS, namespace=ns, backoff_initial=0.05, backoff_max=2.0)
+                backoffs: list[int] = []  # informer.relists at each back-off
+                real_backoff = informer._backoff
+
+                def recording(failures: int) -> float:
+                    backoffs.append(informer.relists)
+                    return real_backoff(failures)
+
+                informer._backoff = recording  # type: ignore[method-assign]
+                queue = informer.subscribe()
+                async with running(informer):
+                    assert await take(queue, 1) == [("ADDED", "a")]
+                    # A write the informer does not see: the restarted server's oldest version is newer.
+                    await client.create(CONFIGMAPS, configmap(unique("elsewhere"), "default"))
+                    await asyncio.to_thread(process.kill)
+                    await asyncio.sleep(1.5)  # watches fail, the back-off grows
+                    await asyncio.to_thread(process.start)
+                    await client.create(CONFIGMAPS, configmap("b", ns))
+                    assert await take(queue, 1) == [("ADDED", "b")]
+                    # The restarted server knows no old version: 410, relisted without a back-off.
+                    assert informer.relists >= 1 and len(backoffs) >= 3, (informer.relists, backoffs)
+                    assert max(backoffs) == 0, f"backed off after a 410 that ended an outage: {backoffs}"
+
+        asyncio.run(main())
+
+
 async def _value(v: Any) -> Any:
     return v
