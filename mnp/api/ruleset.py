@@ -151,8 +151,15 @@ class RulesetSpec:
 # --- wire form -------------------------------------------------------------------------------------
 
 
-def spec_to_raw(spec: RulesetSpec) -> dict[str, Any]:
-    """The canonical camelCase form: key order fixed, optional parts omitted, lists as stored."""
+# Raw peer lists already made, by the identity of their tuple (kept alive with it): a compile shares
+# one peers tuple between every pod a rule applies to, so the list is made once and shared too.
+PeersMemo = dict[int, tuple[tuple[Peer, ...], list[dict[str, Any]]]]
+
+
+def spec_to_raw(spec: RulesetSpec, memo: PeersMemo | None = None) -> dict[str, Any]:
+    """The canonical camelCase form: key order fixed, optional parts omitted, lists as stored.
+
+    With `memo`, equal peer tuples come out as one shared list: treat the result as read-only."""
     raw: dict[str, Any] = {
         "podUID": spec.pod_uid,
         "node": spec.node,
@@ -165,26 +172,43 @@ def spec_to_raw(spec: RulesetSpec) -> dict[str, Any]:
     for d in Direction:
         rules = spec.direction(d)
         if rules is not None:
-            raw[d.value] = {"isolated": list(rules.isolated), "rules": [_rule_to_raw(r) for r in rules.rules]}
+            raw[d.value] = {
+                "isolated": list(rules.isolated),
+                "rules": [_rule_to_raw(r, memo) for r in rules.rules],
+            }
     return raw
 
 
-def _rule_to_raw(rule: Rule) -> dict[str, Any]:
+def _rule_to_raw(rule: Rule, memo: PeersMemo | None) -> dict[str, Any]:
     out: dict[str, Any] = {"policy": rule.policy, "rule": rule.rule, "interface": rule.interface}
     if rule.peers is not None:
-        out["peers"] = [_peer_to_raw(p) for p in rule.peers]
+        hit = memo.get(id(rule.peers)) if memo is not None else None
+        if hit is not None and hit[0] is rule.peers:
+            out["peers"] = hit[1]
+        else:
+            out["peers"] = [_peer_to_raw(p) for p in rule.peers]
+            if memo is not None:
+                memo[id(rule.peers)] = (rule.peers, out["peers"])
     if rule.ports is not None:
         out["ports"] = [_port_to_raw(p) for p in rule.ports]
     return out
 
 
 def _peer_to_raw(peer: Peer) -> dict[str, Any]:
-    out: dict[str, Any] = {"cidr": str(peer.cidr)}
-    if peer.excepts:
-        out["except"] = [str(e) for e in peer.excepts]
+    cidr, excepts = _peer_texts(peer)
+    out: dict[str, Any] = {"cidr": cidr}
+    if excepts:
+        out["except"] = list(excepts)
     if peer.pod is not None:
         out["pod"] = peer.pod
     return out
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _peer_texts(peer: Peer) -> tuple[str, tuple[str, ...]]:
+    """A peer's networks as text: peers are shared between rulesets and compiles, and formatting an
+    address is the costliest part of writing a ruleset out."""
+    return str(peer.cidr), tuple(str(e) for e in peer.excepts)
 
 
 def _port_to_raw(port: PortSpec) -> dict[str, Any]:
@@ -377,8 +401,11 @@ class PodRef:
     uid: str
 
 
-def ruleset_object(pod: PodRef, spec: RulesetSpec, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The PodNetworkRuleset the controller writes for `pod`: same namespace/name, owned by the pod."""
+def ruleset_object(
+    pod: PodRef, spec: RulesetSpec, labels: Mapping[str, str] | None = None, memo: PeersMemo | None = None
+) -> dict[str, Any]:
+    """The PodNetworkRuleset the controller writes for `pod`: same namespace/name, owned by the pod.
+    `memo`: as for spec_to_raw."""
     meta: dict[str, Any] = {
         "name": pod.name,
         "namespace": pod.namespace,
@@ -394,7 +421,7 @@ def ruleset_object(pod: PodRef, spec: RulesetSpec, labels: Mapping[str, str] | N
             }
         ],
     }
-    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": meta, "spec": spec_to_raw(spec)}
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": meta, "spec": spec_to_raw(spec, memo)}
 
 
 def spec_from_object(raw: Any) -> RulesetSpec:

@@ -54,8 +54,8 @@ class LabelSelector:
                 rest.append(r)
         object.__setattr__(self, "_equal", equal)
         object.__setattr__(self, "_rest", tuple(rest))
-        only = next(iter(equal.items())) if len(equal) == 1 and not rest and not self.matches_nothing else None
-        object.__setattr__(self, "_only", only)
+        single = len(equal) == 1 and not rest and not self.matches_nothing
+        object.__setattr__(self, "_only", next(iter(equal.items())) if single else None)
 
     @classmethod
     def nothing(cls) -> LabelSelector:

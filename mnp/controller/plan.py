@@ -14,7 +14,7 @@ from typing import Any
 
 from mnp.api.cluster import Pod
 from mnp.api.refs import Diagnostic, ObjRef
-from mnp.api.ruleset import NODE_LABEL, PodRef, RulesetSpec, ruleset_object
+from mnp.api.ruleset import NODE_LABEL, PeersMemo, PodRef, RulesetSpec, ruleset_object
 from mnp.api.status import same_status
 
 Key = tuple[str, str]  # (namespace, name) of a pod and of its ruleset
@@ -47,6 +47,7 @@ def desired_rulesets(
     """
     uids = {(p.ref.namespace, p.ref.name): p.uid for p in pods}
     out: dict[Key, dict[str, Any]] = {}
+    memo: PeersMemo = {}  # objects share the peer lists their specs share (read-only from here on)
     for ref, spec in rulesets.items():
         key = (ref.namespace, ref.name)
         uid = uids.get(key, spec.pod_uid)
@@ -54,7 +55,7 @@ def desired_rulesets(
         if hit is not None and hit[0] is spec and hit[1] == uid:
             out[key] = hit[2]
             continue
-        out[key] = ruleset_object(PodRef(ref.namespace, ref.name, uid), spec)
+        out[key] = ruleset_object(PodRef(ref.namespace, ref.name, uid), spec, memo=memo)
         if cache is not None:
             cache[ref] = (spec, uid, out[key])
     if cache is not None:
