@@ -460,6 +460,8 @@ def containerd_kill(b: Bed, node: str = "node-1") -> Figures:
         f"agent restarted while containerd is down: edit applied in {landed_down - t0:.2f}s; "
         f"edit after containerd's restart in {landed - restarted:.2f}s"
     )
+    if b.cluster.netns_of(b.cluster.pod("srv")) != b.netns["srv"]:
+        f.problems.append("srv has a new sandbox after containerd's restart")
     logs = b.layout.pod_dir(node, "mnp-system", agent["metadata"]["name"], agent["metadata"]["uid"]) / "agent"
     if not any("through procfs" in log.read_text(errors="replace") for log in logs.glob("*.log")):
         f.problems.append(f"no agent log in {logs} says it found netns through procfs")
