@@ -146,7 +146,8 @@ class Bed:
     # ---- bring-up ----------------------------------------------------------------------------------
 
     def up(self) -> None:
-        """The cluster with mnp deployed, the pods running (no policy yet), the prober started."""
+        """The cluster with mnp deployed, the pods running (no policy yet), the prober started and
+        each of its flows seen passing once."""
         up(self.layout, 2, deploy=True)
         self.cluster.apply(
             manifests(nad("lan"), _dyn_nad(self.layout.root / "ipam-dyn"), SRV.manifest(), OTHER.manifest())
@@ -156,6 +157,9 @@ class Bed:
         self.netns = {p: self.cluster.netns_of(self.cluster.pod(p)) for p in ("srv", "other")}
         self.follow_cli()
         self.prober.__enter__()
+        started = time.monotonic()
+        for flow in (ALLOWED, DENIED_PEER, DENIED_PORT):  # the control: with no policy, all pass
+            self.prober.wait_for_pass(flow, started, timeout=30)
 
     def down(self) -> None:
         try:
