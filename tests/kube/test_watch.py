@@ -176,15 +176,20 @@ def test_selectors_limit_the_cache_and_a_label_change_moves_objects_in_and_out(s
     run(server, body)
 
 
+@contextlib.asynccontextmanager
+async def restartable(process: Any, prefix: str) -> AsyncIterator[tuple[Client, str]]:
+    """A client of the restartable server `process` (short retries) and a fresh namespace."""
+    async with await Client.from_kubeconfig(process.kubeconfig, retry_for=2.0, backoff_max=0.2) as client:
+        ns = unique(prefix)
+        await client.create(Resource("", "v1", "namespaces", False), {"metadata": {"name": ns}})
+        yield client, ns
+
+
 def test_an_informer_reconnects_to_a_restarted_server_and_converges() -> None:
     with running_apiserver() as process:
 
         async def main() -> None:
-            async with await Client.from_kubeconfig(
-                process.kubeconfig, retry_for=2.0, backoff_max=0.2
-            ) as client:
-                ns = unique("restart")
-                await client.create(Resource("", "v1", "namespaces", False), {"metadata": {"name": ns}})
+            async with restartable(process, "restart") as (client, ns):
                 for name in ("a", "b"):
                     await client.create(CONFIGMAPS, configmap(name, ns))
                 informer = Informer(client, CONFIGMAPS, namespace=ns, **FAST)
@@ -207,11 +212,7 @@ def test_after_an_outage_the_410_of_the_restarted_server_is_relisted_at_once_not
     with running_apiserver() as process:
 
         async def main() -> None:
-            async with await Client.from_kubeconfig(
-                process.kubeconfig, retry_for=2.0, backoff_max=0.2
-            ) as client:
-                ns = unique("outage")
-                await client.create(Resource("", "v1", "namespaces", False), {"metadata": {"name": ns}})
+            async with restartable(process, "outage") as (client, ns):
                 await client.create(CONFIGMAPS, configmap("a", ns))
                 informer = Informer(client, CONFIGMAPS, namespace=ns, backoff_initial=0.05, backoff_max=2.0)
                 backoffs: list[int] = []  # informer.relists at each back-off
