@@ -45,6 +45,12 @@ from mnp.kube.watch import Informer, WatchEvent, object_key
 log = logging.getLogger(__name__)
 DEBOUNCE_S = 0.05
 WRITE_CONCURRENCY = 16  # ruleset writes in flight at once (httpx keeps 20 connections alive)
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 60.0
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds before writing again a ruleset whose write failed `failures` times in a row."""
+    return min(RETRY_MAX_S, RETRY_FIRST_S * float(2 ** min(failures - 1, 16)))
 FIELD_MANAGER = "mnp-controller"
 
 
@@ -156,6 +162,8 @@ class Controller:
         self._status_subresource = True
         self._reported: dict[str, tuple[int, tuple[str, ...]]] = {}  # policy uid -> (generation, problems)
         self._pod_problems: set[Diagnostic] = set()  # logged once each while they last
+        self._failures: dict[Key, int] = {}  # ruleset writes failing in a row, by ruleset
+        self._retry: asyncio.TimerHandle | None = None
 
     # ---- running ---------------------------------------------------------------------------------
 
@@ -309,13 +317,39 @@ class Controller:
             self._compile_needed.set()  # someone else wrote it first: the next pass sees their version
             self._wake.set()
         except KubeApiError as e:
+            # Refused or failed: retried with backoff, not at once (a write the API server keeps
+            # refusing would otherwise be sent again every pass, 20 times a second).
             self.metrics.api_error(w.action.value)
+            failures = self._failures[w.key] = self._failures.get(w.key, 0) + 1
+            delay = retry_delay(failures)
             log.warning(
                 "ruleset write failed",
-                extra={"ruleset": f"{ns}/{name}", "action": w.action.value, "error": str(e)},
+                extra={
+                    "ruleset": f"{ns}/{name}",
+                    "action": w.action.value,
+                    "error": str(e),
+                    "failures": failures,
+                    "retry_in_s": delay,
+                },
             )
+            self._pass_after(delay)
+        else:
+            self._failures.pop(w.key, None)
+
+    def _pass_after(self, delay: float) -> None:
+        """Ask for a compile pass in `delay` seconds (an earlier one already asked for is kept)."""
+        loop = asyncio.get_running_loop()
+        if self._retry is not None and self._retry.when() <= loop.time() + delay:
+            return
+        if self._retry is not None:
+            self._retry.cancel()
+
+        def fire() -> None:
+            self._retry = None
             self._compile_needed.set()
             self._wake.set()
+
+        self._retry = loop.call_later(delay, fire)
 
     # ---- policy status ---------------------------------------------------------------------------
 

@@ -656,8 +656,11 @@ def test_delete_namespace_waits_until_its_contents_are_gone(kc: Kubectl) -> None
     deleting = kc.popen("delete", "namespace", name, "--timeout=20s")
     # The pod is bound to a node, so it stays Terminating until that node's kubelet deletes it with
     # grace 0; no kubelet runs here, so the test plays it once the namespace is Terminating.
-    wait_until(lambda: kc.json("get", "pod", "p", "-n", name)["metadata"].get("deletionTimestamp"), 10,
-               what="the namespace's bound pod to be Terminating")
+    wait_until(
+        lambda: kc.json("get", "pod", "p", "-n", name)["metadata"].get("deletionTimestamp"),
+        10,
+        what="the namespace's bound pod to be Terminating",
+    )
     kc("delete", "pod", "p", "-n", name, "--force", "--grace-period=0")
     out, err = deleting.communicate(timeout=30)
     assert deleting.returncode == 0, err
@@ -1096,3 +1099,14 @@ def test_kubectl_retries_a_429_that_carries_retry_after(kc: Kubectl, ns: str) ->
         assert time.monotonic() - started >= 1.0, "client-go waits Retry-After seconds before retrying"
     finally:
         kc.server.faults({"reset": True})
+
+
+def test_kubectl_create_raw_sends_its_body_chunked_and_the_server_reads_it(kc: Kubectl, ns: str) -> None:
+    """`kubectl create --raw PATH -f -` streams the file with Transfer-Encoding: chunked."""
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "raw"}, "data": {"k": "v" * 5000}}
+    out = kc(
+        "create", "--raw", f"/api/v1/namespaces/{ns}/configmaps", "-f", "-", input=json.dumps(body)
+    ).stdout
+    assert json.loads(out)["metadata"]["name"] == "raw"
+    got = json.loads(kc("get", "configmap", "raw", "-n", ns, "-o", "json").stdout)
+    assert got["data"] == {"k": "v" * 5000}

@@ -699,3 +699,37 @@ def test_leader_failover_enforces_changes_made_after_the_leader_died(env: E2E) -
     env.wait()
     env.flows({Flow("a", "srv"): False, Flow("b", "srv"): True})
     env.assert_no_table(*others("srv"))
+
+
+def _faults(env: E2E, **switches: Any) -> dict[str, Any]:
+    out = env.kubectl("create", "--raw", "/mnp-admin/faults", "-f", "-", input=json.dumps(switches))
+    return dict(json.loads(out)) if out.strip() else {}
+
+
+def test_a_ruleset_write_the_api_server_keeps_refusing_is_retried_with_backoff_then_lands(env: E2E) -> None:
+    """A refused write (422) is not sent again every pass: the controller backs off (0.5, 1, 2, 4 s, ...)
+    and writes it once the API server takes it."""
+    armed = 1000
+    armed_now = _faults(
+        env,
+        failNext={"count": armed, "code": 422, "pathPrefix": "/apis/mnp.dev/v1alpha1/namespaces/default/"},
+    )
+    assert armed_now["failNext"][0]["count"] == armed, armed_now
+    try:
+        env.apply(ingress("refused", "srv", {"from": from_pods("a")}))
+        time.sleep(6)
+        left = json.loads(env.kubectl("get", "--raw", "/mnp-admin/faults"))["failNext"]
+        attempts = armed - (left[0]["count"] if left else 0)
+        # 0.5 + 1 + 2 + 4 s of backoff fit 4-5 attempts in 6 s; a pass every 50 ms would make ~100.
+        assert 1 <= attempts <= 8, f"{attempts} attempts in 6 s"
+        assert "default/srv" not in env.rulesets()
+        assert "ruleset write failed" in env.procs.log("controller")
+    finally:
+        _faults(env, reset=True)
+    env.until(
+        "the refused ruleset to be written once writes are accepted",
+        lambda: "default/srv" in env.rulesets(),
+        timeout=40,
+    )
+    env.wait()
+    env.flows({Flow("a", "srv"): True, Flow("b", "srv"): False})

@@ -10,7 +10,7 @@ validation), table, discovery, openapi, rbac, tokens, reviews, protobuf, faults,
 handler (HTTPS transport), server (assembly, CLI entry).
 
 Fault switches (tests): `POST /mnp-admin/faults` with the admin token and a JSON object, any of
-  {"failNext": {"count": N, "code": 429|500|503|504, "pathPrefix": "/api"}}  next N requests fail
+  {"failNext": {"count": N, "code": 422|429|500|503|504, "pathPrefix": "/api"}}  next N requests fail
   {"watchGone": true|false}   every new watch gets an ERROR 410 Expired event and ends
   {"dropWatches": true}       every open watch stream ends now
   {"latencyMs": N}            each request waits N ms first

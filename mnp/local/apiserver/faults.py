@@ -40,8 +40,8 @@ class Faults:
                 self.bookmark_seconds = 60.0
             fail = spec.get("failNext")
             if fail is not None:
-                if not isinstance(fail, dict) or fail.get("code") not in (429, 500, 503, 504):
-                    raise StatusError(400, "failNext needs {count: N, code: 429|500|503|504}")
+                if not isinstance(fail, dict) or fail.get("code") not in (422, 429, 500, 503, 504):
+                    raise StatusError(400, "failNext needs {count: N, code: 422|429|500|503|504}")
                 self._failures.append(
                     _Failure(int(fail.get("count", 1)), int(fail["code"]), str(fail.get("pathPrefix", "")))
                 )
@@ -77,6 +77,8 @@ class Faults:
 
 
 def _error(code: int) -> StatusError:
+    if code == 422:  # what admission or validation refusing the object looks like
+        return StatusError(422, "the object is refused by a fault switch", "Invalid")
     if code == 429:
         return StatusError(
             429,

@@ -76,6 +76,21 @@ class Handler(BaseHTTPRequestHandler):
         self._serve("DELETE")
 
     def _serve(self, method: str) -> None:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            # kubectl create --raw -f sends its body chunked; Go's server decodes it like any other.
+            try:
+                chunked = self._read_chunked()
+            except ValueError:
+                self._send(Response(400, StatusError(400, "malformed chunked request body").status()))
+                self.close_connection = True
+                return
+            if chunked is None:
+                message = f"Request entity too large: limit is {MAX_BODY_BYTES}"
+                self._send(Response(413, StatusError(413, message, "RequestEntityTooLarge").status()))
+                self.close_connection = True
+                return
+            self._handle(method, chunked)
+            return
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY_BYTES:
             # Read it all anyway: a client still sending would see a reset instead of the answer.
@@ -88,7 +103,26 @@ class Handler(BaseHTTPRequestHandler):
             message = f"Request entity too large: limit is {MAX_BODY_BYTES}"
             self._send(Response(413, StatusError(413, message, "RequestEntityTooLarge").status()))
             return
-        body = self.rfile.read(length) if length else b""
+        self._handle(method, self.rfile.read(length) if length else b"")
+
+    def _read_chunked(self) -> bytes | None:
+        """A chunked request body (RFC 9112 §7.1), trailers skipped; None when it is over the limit."""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            line = self.rfile.readline(1 << 16)
+            chunk = int(line.split(b";", 1)[0].strip() or b"0", 16)
+            if chunk == 0:
+                while self.rfile.readline(1 << 16) not in (b"\r\n", b"\n", b""):
+                    pass  # trailer fields
+                return b"".join(parts)
+            size += chunk
+            if size > MAX_BODY_BYTES:
+                return None
+            parts.append(self.rfile.read(chunk))
+            self.rfile.readline(1 << 16)  # the CRLF after the chunk
+
+    def _handle(self, method: str, body: bytes) -> None:
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         req = Request(method, url.path, query, self.headers, body)
