@@ -418,7 +418,12 @@ def test_the_agent_serves_health_readiness_and_metrics(env: tuple[LocalCluster, 
 
 
 def _fault(c: LocalCluster, **switches: Any) -> None:
-    c.kubectl("create", "--raw", "/mnp-admin/faults", "-f", "-", input=json.dumps(switches))
+    out = c.kubectl("create", "--raw", "/mnp-admin/faults", "-f", "-", input=json.dumps(switches)).stdout
+    state = json.loads(out)  # the switches as the API server now has them: check they took
+    if "watchGone" in switches:
+        assert state["watchGone"] == switches["watchGone"], state
+    if "failNext" in switches:
+        assert state["failNext"], state
 
 
 def test_enforcement_survives_api_faults_and_the_agent_catches_up(env: tuple[LocalCluster, Agents]) -> None:
