@@ -182,17 +182,13 @@ async def _measure(layout: Layout, pods: int) -> list[tuple[str, list[float]]]:
         ]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--pods", type=int, default=200)
-    args = parser.parse_args()
+def run(pods: int) -> list[tuple[str, list[float]]]:
+    """A fresh 2-node cluster with mnp deployed, `pods` pods, the two measurements; torn down after."""
     root = Path(tempfile.mkdtemp(prefix="mnpe-", dir="/tmp"))
     layout = Layout.at(root)
     try:
         up(layout, 2, deploy=True)
-        rows = asyncio.run(_measure(layout, args.pods))
+        return asyncio.run(_measure(layout, pods))
     except RuntimeError:
         for log in sorted(root.glob("n/*/pods/mnp-system_*/*/*.log")):  # what mnp itself said
             print(
@@ -202,12 +198,31 @@ def main() -> int:
     finally:
         down(layout)
         shutil.rmtree(root, ignore_errors=True)
-    print(f"load (1 min) at the end: {os.getloadavg()[0]:.1f}")
-    print(f"| {args.pods} pods, 2 nodes: from the policy write | p50 s | p99 s | max s |")
-    print("|---|---:|---:|---:|")
+
+
+def p99(times: list[float]) -> float:
+    return sorted(times)[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))]
+
+
+def table(pods: int, rows: list[tuple[str, list[float]]]) -> str:
+    lines = [
+        f"| {pods} pods, 2 nodes: from the policy write | p50 s | p99 s | max s |",
+        "|---|---:|---:|---:|",
+    ]
     for what, times in rows:
-        p99 = times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))]
-        print(f"| {what} | {statistics.median(times):.2f} | {p99:.2f} | {max(times):.2f} |")
+        lines.append(f"| {what} | {statistics.median(times):.2f} | {p99(times):.2f} | {max(times):.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pods", type=int, default=200)
+    args = parser.parse_args()
+    rows = run(args.pods)
+    print(f"load (1 min) at the end: {os.getloadavg()[0]:.1f}")
+    print(table(args.pods, rows))
     return 0
 
 
