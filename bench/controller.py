@@ -32,7 +32,7 @@ from mnp.compiler.incremental import Compiled
 from mnp.controller.controller import Controller, ControllerConfig, Parsed
 from mnp.kube.client import Client
 from mnp.kube.resources import CRDS, MNPS, NADS, NAMESPACES, PODS
-from mnp.kube.watch import WatchEvent
+from mnp.kube.watch import EventType, WatchEvent
 from mnp.local.apiserver.server import start
 from mnp.obs.metrics import ControllerMetrics
 
@@ -92,7 +92,7 @@ def compile_figures(pods: int, policies: int, repeat: int, samples: int = 40) ->
     parsed = Parsed()
     kinds = {"MultiNetworkPolicy": "policy", "Pod": "pod", "Namespace": "namespace"}
     for o in objs:
-        parsed.apply(kinds.get(o["kind"], "network"), WatchEvent("ADDED", o))
+        parsed.apply(kinds.get(o["kind"], "network"), WatchEvent(EventType.ADDED, o))
     snap = parsed.snapshot()
     fulls = []
     for _ in range(repeat):
@@ -115,7 +115,7 @@ def compile_figures(pods: int, policies: int, repeat: int, samples: int = 40) ->
         new = {**old, "metadata": {**old["metadata"], "labels": {"app": rng.choice(APPS), "version": "v3"}}}
         objs[index] = new
         t0 = time.process_time()
-        change = parsed.apply("pod", WatchEvent("MODIFIED", new, old))
+        change = parsed.apply("pod", WatchEvent(EventType.MODIFIED, new, old))
         after = parsed.snapshot()
         touched, peers_changed = affected(parsed.policies.values(), [change], parsed.namespace_labels())
         state.update(after, OPTIONS, touched, [change.new.ref], peers_changed)  # type: ignore[union-attr]

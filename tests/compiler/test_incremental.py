@@ -13,7 +13,7 @@ from mnp.compiler.affected import Change, Parsed, affected, affected_policies
 from mnp.compiler.compile import CompileOptions, Snapshot
 from mnp.compiler.incremental import Compiled
 from mnp.controller.controller import Parsed as ControllerParsed
-from mnp.kube.watch import WatchEvent
+from mnp.kube.watch import EventType, WatchEvent
 from tests.builders import nad, namespace, pod, policy, snapshot
 
 OPTIONS = CompileOptions()
@@ -138,7 +138,7 @@ def _event(parsed: ControllerParsed, old: dict[str, Any] | None, new: dict[str, 
     obj = new if new is not None else old
     assert obj is not None
     kinds = {"MultiNetworkPolicy": "policy", "Pod": "pod", "Namespace": "namespace"}
-    kind = "DELETED" if new is None else "ADDED" if old is None else "MODIFIED"
+    kind = EventType.DELETED if new is None else EventType.ADDED if old is None else EventType.MODIFIED
     parsed.apply(kinds.get(obj["kind"], "network"), WatchEvent(kind, obj, old))
 
 

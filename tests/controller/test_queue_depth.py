@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from mnp.controller.controller import Controller, ControllerConfig
 from mnp.kube.client import Client
-from mnp.kube.watch import WatchEvent
+from mnp.kube.watch import EventType, WatchEvent
 from tests.builders import pod
 
 
@@ -37,7 +37,7 @@ def test_queue_depth_counts_changes_until_a_pass_takes_them() -> None:
 
     async def scenario() -> None:
         for obj in objs:
-            await on_pod(WatchEvent("ADDED", obj))
+            await on_pod(WatchEvent(EventType.ADDED, obj))
         assert await controller.reconcile() == []  # no policy: nothing to write, no API call
 
     asyncio.run(scenario())
