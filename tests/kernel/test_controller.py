@@ -640,15 +640,18 @@ def test_a_ruleset_edited_by_hand_is_restored_without_waiting_for_a_resync(env: 
         env.wait()
         want = env.rulesets()["default/srv"]["spec"]
         any_peer = {k: v for k, v in want["ingress"]["rules"][0].items() if k != "peers"}
-        env.kubectl(
+        patched = env.kubectl(
             "patch",
             "pnr",
             "srv",
             "--type=merge",
             "-p",
             json.dumps({"spec": {"ingress": {"rules": [any_peer]}}}),
+            "-o",
+            "json",
         )
-        assert env.rulesets()["default/srv"]["spec"] != want
+        # What the patch stored (read back later, the controller may already have restored it).
+        assert json.loads(patched)["spec"] != want
         env.until(
             "the controller to restore the ruleset",
             lambda: env.rulesets()["default/srv"]["spec"] == want,
@@ -720,8 +723,9 @@ def test_a_ruleset_write_the_api_server_keeps_refusing_is_retried_with_backoff_t
         time.sleep(6)
         left = json.loads(env.kubectl("get", "--raw", "/mnp-admin/faults"))["failNext"]
         attempts = armed - (left[0]["count"] if left else 0)
-        # 0.5 + 1 + 2 + 4 s of backoff fit 4-5 attempts in 6 s; a pass every 50 ms would make ~100.
-        assert 1 <= attempts <= 8, f"{attempts} attempts in 6 s"
+        # 0.5 + 1 + 2 + 4 s of backoff fit 4-5 attempts in 6 s (a replica still stopping from an
+        # earlier test may add its own); a pass every 50 ms makes ~100.
+        assert 1 <= attempts <= 12, f"{attempts} attempts in 6 s"
         assert "default/srv" not in env.rulesets()
         assert "ruleset write failed" in env.procs.log("controller")
     finally:
