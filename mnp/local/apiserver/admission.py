@@ -6,7 +6,6 @@ Pure functions of (type, old, new, clock); the store calls them inside its write
 
 from __future__ import annotations
 
-import copy
 import datetime
 import re
 import secrets
@@ -17,6 +16,7 @@ from mnp.local.apiserver import builtin_fields
 from mnp.local.apiserver import schema as structural
 from mnp.local.apiserver.catalog import ResourceType
 from mnp.local.apiserver.errors import StatusError, invalid
+from mnp.local.apiserver.values import json_copy
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -223,7 +223,7 @@ def check_pod_update(old: dict[str, Any], new: dict[str, Any]) -> None:
     """Refuse changes to immutable pod spec fields, as the real server does (422 on `spec`)."""
 
     def comparable(obj: dict[str, Any]) -> Any:
-        spec = copy.deepcopy(obj.get("spec") or {})
+        spec = json_copy(obj.get("spec") or {})
         if not isinstance(spec, dict):
             return spec
         for key in _POD_MUTABLE:
@@ -281,12 +281,12 @@ def copy_server_metadata(old: dict[str, Any], new: dict[str, Any]) -> None:
         "name",
     ):
         if key in om:
-            nm[key] = copy.deepcopy(om[key])
+            nm[key] = json_copy(om[key])
         else:
             nm.pop(key, None)
     nm.pop("selfLink", None)
     if "managedFields" not in nm and "managedFields" in om:
-        nm["managedFields"] = copy.deepcopy(om["managedFields"])
+        nm["managedFields"] = json_copy(om["managedFields"])
 
 
 # Built-in Time fields (RFC 3339, whole seconds) and MicroTime fields (six fractional digits); the real

@@ -8,10 +8,11 @@ another applier owns is a conflict unless forced. Not modelled: ownership taken 
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable
 from typing import Any
+
+from mnp.local.apiserver.values import json_copy
 
 Path = tuple[str, ...]
 ListKeys = Callable[[tuple[str, ...]], tuple[str, ...]]
@@ -62,17 +63,17 @@ def merge_config(live: Any, config: Any, list_keys: ListKeys, names: tuple[str, 
     if isinstance(config, list):
         keys = list_keys(names)
         if keys and isinstance(live, list) and all(isinstance(i, dict) for i in config + live):
-            merged = [copy.deepcopy(i) for i in live]
+            merged = [json_copy(i) for i in live]
             for item in config:
                 ident = _item_id(item, keys)
                 idx = next((n for n, c in enumerate(merged) if _item_id(c, keys) == ident), None)
                 if idx is None:
-                    merged.append(copy.deepcopy(item))
+                    merged.append(json_copy(item))
                 else:
                     merged[idx] = merge_config(merged[idx], item, list_keys, names)
             return merged
-        return copy.deepcopy(config)
-    return copy.deepcopy(config)
+        return json_copy(config)
+    return json_copy(config)
 
 
 def remove_paths(obj: dict[str, Any], paths: set[Path], list_keys: ListKeys) -> None:
@@ -173,7 +174,7 @@ def server_side_apply(
     `force`, which takes the fields over.
     """
     new_paths = field_paths(config, list_keys)
-    base = copy.deepcopy(live) if live is not None else {}
+    base = json_copy(live) if live is not None else {}
     entries = list((base.get("metadata") or {}).get("managedFields") or [])
     conflicts: list[tuple[str, str]] = []
     for n, e in enumerate(entries):

@@ -7,7 +7,6 @@ namespace and CRD deletion) live in `lifecycle.py` and run under the same lock.
 
 from __future__ import annotations
 
-import copy
 import datetime
 import threading
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from mnp.local.apiserver.errors import (
 )
 from mnp.local.apiserver.selectors import FieldSelector, LabelSelector
 from mnp.local.apiserver.storage import ObjectTooLarge, Storage
+from mnp.local.apiserver.values import json_copy
 from mnp.local.apiserver.watch import Event, WatchHub
 
 Clock = Callable[[], datetime.datetime]
@@ -150,7 +150,7 @@ class Store:
         if opts.dry_run:
             return new if new is not None else old  # type: ignore[return-value]
         rv = self.storage.next_rv()
-        stored = new if new is not None else copy.deepcopy(old)
+        stored = new if new is not None else json_copy(old)
         assert stored is not None
         stored["metadata"]["resourceVersion"] = str(rv)
         try:
@@ -194,7 +194,7 @@ class Store:
     def _body(self, t: ResourceType, ns: str, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise StatusError(400, "the body of the request could not be decoded as an object")
-        obj = copy.deepcopy(body)
+        obj = json_copy(body)
         if events.is_new_api(t.group, t.plural):
             obj = {**events.to_core(obj), "apiVersion": obj.get("apiVersion"), "kind": obj.get("kind")}
         if not isinstance(obj.get("metadata", {}), dict):
@@ -257,7 +257,7 @@ class Store:
         elif rv != _meta(old).get("resourceVersion"):
             raise conflict(t.group, t.plural, name)
         if sub == "status":
-            new = copy.deepcopy(old)
+            new = json_copy(old)
             if "status" in obj:
                 new["status"] = obj["status"]
             else:
@@ -267,7 +267,7 @@ class Store:
             adm.copy_server_metadata(old, new)
             if t.status:
                 if "status" in old:
-                    new["status"] = copy.deepcopy(old["status"])
+                    new["status"] = json_copy(old["status"])
                 else:
                     new.pop("status", None)
             adm.check_metadata(t, new)
@@ -313,7 +313,7 @@ class Store:
                 return self._apply(t, ns, name, old, body, sub, opts)
             if old is None:
                 raise not_found(t.group, t.plural, name)
-            current = self.view(t, copy.deepcopy(old))
+            current = self.view(t, json_copy(old))
             if content_type == "application/json-patch+json":
                 patched = patches.json_patch(current, body)
             elif content_type == "application/merge-patch+json":
@@ -366,14 +366,14 @@ class Store:
                 return structural.list_map_keys(t.schema, names)
 
         now = adm.timestamp(self.clock())
-        config = copy.deepcopy(body)
+        config = json_copy(body)
         config.setdefault("metadata", {})["name"] = name
         if old is None:
             if sub:
                 raise not_found(t.group, t.plural, name)
             merged = ssa.server_side_apply(None, config, opts.field_manager, list_keys, now)
             return self.create(t, ns, merged, opts), True
-        current = self.view(t, copy.deepcopy(old))
+        current = self.view(t, json_copy(old))
         try:
             merged = ssa.server_side_apply(current, config, opts.field_manager, list_keys, now, opts.force)
         except ssa.ApplyConflict as e:

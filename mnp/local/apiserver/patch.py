@@ -7,11 +7,11 @@ apply relies on; storing a directive literally would corrupt the object, so ever
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
 from mnp.local.apiserver.errors import StatusError
+from mnp.local.apiserver.values import json_copy
 
 # Keyed lists of the built-in types (field name → merge key), as in the Go struct tags.
 MERGE_KEYS: dict[str, str] = {
@@ -43,7 +43,7 @@ MERGE_SETS = frozenset({"finalizers"})
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386: objects merge recursively, null deletes, everything else replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return json_copy(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -112,7 +112,7 @@ def json_patch(doc: Any, ops: Any) -> Any:
     """RFC 6902 including `test`; a failed operation is 422 as on the real server."""
     if not isinstance(ops, list):
         raise StatusError(400, "json patch must be a list of operations")
-    doc = copy.deepcopy(doc)
+    doc = json_copy(doc)
     for op in ops:
         if not isinstance(op, dict) or "op" not in op or "path" not in op:
             raise StatusError(400, f"invalid json patch operation: {json.dumps(op)}")
@@ -121,20 +121,20 @@ def json_patch(doc: Any, ops: Any) -> Any:
         if kind in ("add", "replace", "test") and "value" not in op:
             raise StatusError(400, f"missing value for {kind} operation at {path!r}")
         if kind == "add":
-            doc = _add(doc, parts, copy.deepcopy(op["value"]), path)
+            doc = _add(doc, parts, json_copy(op["value"]), path)
         elif kind == "remove":
             _remove(doc, parts, path)
         elif kind == "replace":
             _walk(doc, parts, path)
             if parts:
                 _remove(doc, parts, path)
-            doc = _add(doc, parts, copy.deepcopy(op["value"]), path)
+            doc = _add(doc, parts, json_copy(op["value"]), path)
         elif kind in ("move", "copy"):
             src = op.get("from", "")
             value = _walk(doc, _pointer(src), src)
             if kind == "move":
                 value = _remove(doc, _pointer(src), src)
-            doc = _add(doc, parts, copy.deepcopy(value), path)
+            doc = _add(doc, parts, json_copy(value), path)
         elif kind == "test":
             if _walk(doc, parts, path) != op["value"]:
                 raise StatusError(
@@ -150,9 +150,9 @@ def json_patch(doc: Any, ops: Any) -> Any:
 def strategic_merge(target: Any, patch: Any, field: str = "") -> Any:
     """Strategic merge patch of built-in objects (see module docstring for what is understood)."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return json_copy(patch)
     if patch.get("$patch") == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+        return {k: json_copy(v) for k, v in patch.items() if k != "$patch"}
     if patch.get("$patch") == "delete":
         return None
     result: dict[str, Any] = dict(target) if isinstance(target, dict) else {}

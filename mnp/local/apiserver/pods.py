@@ -4,13 +4,13 @@ DELETE with a grace period, which leaves a pod bound to a node Terminating until
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from mnp.local.apiserver import admission as adm
 from mnp.local.apiserver.catalog import ResourceType
 from mnp.local.apiserver.errors import StatusError, conflict, invalid, not_found
 from mnp.local.apiserver.objects import Store, WriteOptions
+from mnp.local.apiserver.values import json_copy
 
 
 def bind(store: Store, t: ResourceType, ns: str, name: str, body: Any) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def bind(store: Store, t: ResourceType, ns: str, name: str, body: Any) -> dict[s
         current = (old.get("spec") or {}).get("nodeName")
         if current:
             raise conflict("", "pods/binding", name, f'pod {name} is already assigned to node "{current}"')
-        new = copy.deepcopy(old)
+        new = json_copy(old)
         new.setdefault("spec", {})["nodeName"] = node
         _mark_scheduled(new, adm.timestamp(store.clock()))
         store.write(t, old, new, WriteOptions())

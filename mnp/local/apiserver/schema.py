@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
-import copy
 import datetime
 import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+
+from mnp.local.apiserver.values import json_copy
 
 _TYPES = {
     "object": dict,
@@ -65,7 +66,7 @@ def _join(path: str, key: str) -> str:
 def check(schema: dict[str, Any], obj: dict[str, Any]) -> tuple[dict[str, Any], Findings]:
     """Validate, default and prune a custom resource; returns the pruned copy and what was found."""
     found = Findings()
-    out = copy.deepcopy(obj)
+    out = json_copy(obj)
     props = schema.get("properties") or {}
     for key in list(out):
         if key in ("apiVersion", "kind", "metadata"):
@@ -97,7 +98,7 @@ _DROP: Any = _Drop()
 def _apply_defaults(schema: dict[str, Any], obj: dict[str, Any]) -> None:
     for key, sub in (schema.get("properties") or {}).items():
         if key not in obj and "default" in sub:
-            obj[key] = copy.deepcopy(sub["default"])
+            obj[key] = json_copy(sub["default"])
 
 
 def _node(schema: dict[str, Any], value: Any, path: str, found: Findings, structural: bool) -> Any:
