@@ -173,14 +173,27 @@ def _usable_networks(
     usable = set()
     for ref in policy.networks:
         nad = networks.get(ref)
+        # A NAD that is gone or unreadable may still have pods attached (Multus attached them while it
+        # was fine): they stay policed (fail closed) and the policy says why it is not Accepted.
         if nad is None:
             out.append(
-                Diagnostic(policy.ref, field, f"network {ref} does not exist: nothing is policed on it")
+                Diagnostic(
+                    policy.ref,
+                    field,
+                    f"network {ref} does not exist: pods still attached to it stay policed (fail closed)",
+                )
             )
+            usable.add(ref)
         elif nad.cni_type is None:
             out.append(
-                Diagnostic(policy.ref, field, f"network {ref}: {nad.problem}: nothing is policed on it")
+                Diagnostic(
+                    policy.ref,
+                    field,
+                    f"network {ref}: {nad.problem}: pods attached to it stay policed (fail closed) until "
+                    "it is fixed",
+                )
             )
+            usable.add(ref)
         elif nad.cni_type not in options.network_plugins:
             allowed = ",".join(sorted(options.network_plugins))
             out.append(

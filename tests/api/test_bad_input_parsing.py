@@ -261,7 +261,9 @@ NADS = {
 
 
 @pytest.mark.parametrize("case", NADS)
-def test_a_policy_naming_a_broken_network_is_reported_naming_the_network_and_polices_nothing(case: str) -> None:
+def test_a_policy_naming_a_broken_network_is_reported_naming_the_network_and_never_opens_a_pod(case: str) -> None:
+    """An unreadable NAD may have pods attached from before it broke: they stay policed (fail closed).
+    A NAD of a type outside --network-plugins is the operator's choice: nothing is policed on it."""
     config, message = NADS[case]
     broken = nad("net-a")
     broken["spec"]["config"] = config
@@ -270,7 +272,14 @@ def test_a_policy_naming_a_broken_network_is_reported_naming_the_network_and_pol
     assert [(str(d.obj), d.field) for d in result.diagnostics] == [("default/bad", FOR_FIELD)]
     assert "network default/net-a" in result.diagnostics[0].message
     assert message in result.diagnostics[0].message
-    assert result.rulesets == {}
+    if "unsupported type" in case:
+        assert result.rulesets == {}
+    else:
+        assert "fail closed" in result.diagnostics[0].message
+        assert set(result.rulesets) == {ObjRef("default", "server", "Pod")}
+        server = result.rulesets[ObjRef("default", "server", "Pod")]
+        assert server.ingress is not None and server.ingress.isolated == ("net1",)
+        assert server.egress is not None and server.egress.isolated == ("net1",)
 
 
 # ---- absurd sizes -----------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def test_a_missing_network_and_an_unsupported_cni_type_are_reported() -> None:
     messages = " | ".join(d.message for d in r.diagnostics)
     assert "default/missing does not exist" in messages
     assert "CNI type 'sriov', not in --network-plugins (macvlan)" in messages
-    assert r.rulesets == {}
+    assert r.rulesets == {}  # no pod is attached to either (missing) or policed on it (sriov)
     assert compile_objs(objs, plugins=frozenset({"macvlan", "sriov"})).diagnostics != r.diagnostics
 
 
@@ -117,11 +117,19 @@ def test_a_conflist_network_is_policed_by_its_first_plugin_type() -> None:
     assert server(r).ingress is not None
 
 
-def test_a_network_with_unreadable_config_is_reported() -> None:
+def test_a_network_whose_config_became_unreadable_keeps_its_attached_pods_policed() -> None:
+    """Multus attached the pods while the NAD was fine; an edit that breaks it must not open them."""
     broken = nad("net-a")
     broken["spec"]["config"] = "{not json"
     r = compile_objs([broken, *base()[1:], policy("p", {**SERVER, "ingress": []})])
-    assert any("spec.config is not JSON" in d.message for d in r.diagnostics)
+    assert any("spec.config is not JSON" in d.message and "fail closed" in d.message for d in r.diagnostics)
+    assert server(r).ingress is not None and server(r).ingress.isolated == ("net1",)
+
+
+def test_a_deleted_network_keeps_the_pods_still_attached_to_it_policed() -> None:
+    r = compile_objs([*base()[1:], policy("p", {**SERVER, "ingress": []})])
+    assert any("default/net-a does not exist" in d.message for d in r.diagnostics)
+    assert server(r).ingress is not None and server(r).ingress.isolated == ("net1",)
 
 
 def test_unparsable_network_status_keeps_the_pod_policed_by_interface_and_out_of_peers() -> None:
