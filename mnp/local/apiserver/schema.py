@@ -101,7 +101,33 @@ def _apply_defaults(schema: dict[str, Any], obj: dict[str, Any]) -> None:
             obj[key] = json_copy(sub["default"])
 
 
+# Flat objects (every value a string, number or bool) that validated clean, by (schema, content): the
+# same peers, ports and conditions recur in many objects, and a PodNetworkRuleset has hundreds. The
+# schema object is kept in the entry (so its id is not reused while the entry lives) and compared.
+_FlatKey = tuple[int, bool, tuple[tuple[str, type, Any], ...]]
+_FLAT_CLEAN: dict[_FlatKey, tuple[dict[str, Any], dict[str, Any]]] = {}
+_FLAT_CLEAN_MAX = 1 << 15
+_SCALARS = (str, int, float, bool)
+
+
 def _node(schema: dict[str, Any], value: Any, path: str, found: Findings, structural: bool) -> Any:
+    if type(value) is not dict or not value or not all(type(v) in _SCALARS for v in value.values()):
+        return _node_once(schema, value, path, found, structural)
+    # The type is part of the key: 1, 1.0 and True are equal, but only one is an integer.
+    key = (id(schema), structural, tuple((k, type(v), v) for k, v in value.items()))
+    hit = _FLAT_CLEAN.get(key)
+    if hit is not None and hit[0] is schema:
+        return dict(hit[1])
+    errors, unknown = len(found.errors), len(found.unknown)
+    out = _node_once(schema, value, path, found, structural)
+    if len(found.errors) == errors and len(found.unknown) == unknown and type(out) is dict:
+        if len(_FLAT_CLEAN) >= _FLAT_CLEAN_MAX:
+            _FLAT_CLEAN.clear()
+        _FLAT_CLEAN[key] = (schema, dict(out))
+    return out
+
+
+def _node_once(schema: dict[str, Any], value: Any, path: str, found: Findings, structural: bool) -> Any:
     if value is None:
         if schema.get("nullable"):
             return None
