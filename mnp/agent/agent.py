@@ -44,9 +44,6 @@ from mnp.nft.render import RenderOptions, build_table, render_table_replace, ren
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, pod name) = (namespace, ruleset name)
-# Status writes in flight at once: workers mostly wait for theirs, and past a few more in flight only
-# make httpcore's connection pool (it scans every connection for every request) cost more CPU each.
-STATUS_WRITES = 8
 DRIFT = "drift"
 POD_CHANGED = "pod"  # the pod object changed: its sandbox (and so its netns) may be a new one
 RETRY_S = 2.0
@@ -154,7 +151,6 @@ class Agent:
         self.scratch = scratch or Scratch()
         self.ready = asyncio.Event()
         self._initial: set[Key] = set()
-        self._writes = asyncio.Semaphore(STATUS_WRITES)
 
     # ---- running ---------------------------------------------------------------------------------
 
@@ -467,14 +463,13 @@ class Agent:
         if st.same_status(old, new):
             return
         try:
-            async with self._writes:
-                await self.client.patch_status(
-                    RULESETS,
-                    str(meta.get("name")),
-                    {"status": new},
-                    str(meta.get("namespace")),
-                    type=PatchType.MERGE,
-                )
+            await self.client.patch_status(
+                RULESETS,
+                str(meta.get("name")),
+                {"status": new},
+                str(meta.get("namespace")),
+                type=PatchType.MERGE,
+            )
         except KubeNotFound:
             return
         except KubeApiError as e:
