@@ -18,12 +18,12 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import yaml
 
@@ -54,6 +54,9 @@ _LOOK_AROUND = (
 
 class DemoFailed(MnpError):
     """A step of the demo failed; the message says what to do next."""
+
+
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Interrupted(BaseException):
@@ -110,7 +113,7 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
         layout, made = Layout.at(tempfile.mkdtemp(prefix="mnp-demo-", dir="/tmp")), True
     clock = Clock(out)
     # Also SIGINT: a parent (a non-interactive shell's background job) may have left it ignored.
-    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, _raise_interrupted) for s in INTERRUPTS}
     keep = options.keep
     try:
         code = _demo(layout, clock)
@@ -140,6 +143,39 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+T = TypeVar("T")
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, where SIGINT or SIGTERM cancels the coroutine and then raises Interrupted.
+
+    Raised from a plain signal handler, the exception would land anywhere inside the event loop, and
+    a loop left half shut down can keep executor threads that stop the process from exiting."""
+    got: list[int] = []
+
+    async def main() -> T:
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        assert task is not None
+
+        def interrupt(signum: int) -> None:
+            got.append(signum)
+            task.cancel()
+
+        for s in INTERRUPTS:
+            loop.add_signal_handler(s, interrupt, s)
+        return await coro
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        if got:
+            raise Interrupted(got[0]) from None
+        raise
+    finally:
+        for s in INTERRUPTS:  # closing the loop reset them to the defaults
+            signal.signal(s, _raise_interrupted)
+
+
 def _demo(layout: Layout, clock: Clock) -> int:
     clock.say(f"mnp demo: a {NODES}-node local cluster in {layout.root}")
     with clock.phase("cluster up"):
@@ -148,10 +184,10 @@ def _demo(layout: Layout, clock: Clock) -> int:
     manifests.mkdir(exist_ok=True)
     with clock.phase("app running"):
         clock.say(f"applying the app ({manifests / 'app.yaml'}): namespaces shop, ops; network {app.NETWORK}")
-        asyncio.run(_apply(layout, clock, manifests / "app.yaml", app.app()))
+        _run(_apply(layout, clock, manifests / "app.yaml", app.app()))
         clock.say("waiting for the pods (and mnp's own controller and agents) to run")
-        asyncio.run(_converge(layout, clock, policies=False))
-        netns = asyncio.run(_pod_netns(layout))
+        _run(_converge(layout, clock, policies=False))
+        netns = _run(_pod_netns(layout))
     with clock.phase("matrix before"):
         before = _matrix(netns)
     print_matrix(clock, "Connectivity on shop/lan before any policy (TCP, IPv4 and IPv6):", before, None)
@@ -160,9 +196,9 @@ def _demo(layout: Layout, clock: Clock) -> int:
     with clock.phase("policy enforced"):
         clock.say(f"applying the MultiNetworkPolicies ({manifests / 'policy.yaml'})")
         _show_policy(clock)
-        asyncio.run(_apply(layout, clock, manifests / "policy.yaml", app.policies()))
+        _run(_apply(layout, clock, manifests / "policy.yaml", app.policies()))
         clock.say("waiting until every ruleset is Applied and every policy Enforced")
-        asyncio.run(_converge(layout, clock, policies=True))
+        _run(_converge(layout, clock, policies=True))
     with clock.phase("matrix after"):
         after = _matrix(netns)
     print_matrix(clock, "Connectivity on shop/lan with the policy:", after, before)
