@@ -13,9 +13,7 @@ can move a flow to a re-created pod while the prober runs.
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import functools
 import os
 import selectors
 import socket
@@ -25,7 +23,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-CLONE_NEWNET = 0x40000000
+from mnp.api.errors import NetnsError
+from mnp.local.nodes.netns import enter_netns
+
 INTERVAL_S = 0.075
 TIMEOUT_S = 1.0
 
@@ -49,22 +49,6 @@ class Sample:
     ended: float
     passed: bool
     error: str = ""
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _enter_netns(path: str) -> None:
-    """setns(2) of the calling thread into the netns at `path` (Python 3.11 has no os.setns)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc().setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), path)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -151,11 +135,11 @@ class Prober:
     def _start(self, flow: ProbeFlow, selector: selectors.BaseSelector, pending: dict[int, _Attempt]) -> None:
         started = time.monotonic()
         try:
-            _enter_netns(flow.netns())
+            enter_netns(flow.netns())
             address, source = flow.address(), flow.source()
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
-        except (OSError, LookupError, AssertionError) as e:  # e.g. the source pod is being re-created
+        except (OSError, NetnsError, LookupError, AssertionError) as e:  # e.g. the source pod is being re-created
             self._record(Sample(flow.name, started, time.monotonic(), False, f"setup: {e}"))
             return
         sock.setblocking(False)

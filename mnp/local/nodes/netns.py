@@ -113,7 +113,7 @@ def call_in_netns(path: str, fn: Callable[[], T]) -> T:
 
     def body() -> None:
         try:
-            _enter(target)
+            enter_netns(target)
             box.append(fn())
         except BaseException as e:  # handed to the caller's thread
             failure.append(e)
@@ -126,7 +126,8 @@ def call_in_netns(path: str, fn: Callable[[], T]) -> T:
     return box[0]
 
 
-def _enter(path: str) -> None:
+def enter_netns(path: str) -> None:
+    """setns(2) of the calling thread into the netns at `path`; NetnsError if it cannot be entered."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
@@ -172,6 +173,7 @@ __all__ = [
     "call_in_netns",
     "create_netns",
     "delete_netns",
+    "enter_netns",
     "get_sysctl",
     "list_netns",
     "netns_exists",
