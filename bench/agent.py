@@ -77,24 +77,11 @@ POLICY = f"{NAMESPACE}/bench"
 PORT, PORT_UPDATED = 8080, 8081
 WAIT_APPLIED_S = 300.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(REPO / "tests" / "kernel"))
+from mnp_e2e import agent_args, nad  # noqa: E402  (the tests' agent command and macvlan NAD)
 
-NAD = {
-    "apiVersion": "k8s.cni.cncf.io/v1",
-    "kind": "NetworkAttachmentDefinition",
-    "metadata": {"name": NETWORK, "namespace": NAMESPACE},
-    "spec": {
-        "config": json.dumps(
-            {
-                "cniVersion": "0.4.0",
-                "type": "macvlan",
-                "mode": "bridge",
-                "master": "eth0",
-                "capabilities": {"ips": True},
-                "ipam": {"type": "static"},
-            }
-        )
-    },
-}
+NAD = nad(NETWORK, NAMESPACE)
+
 
 
 def address(index: int) -> str:
@@ -200,15 +187,7 @@ class Agents:
                 sys.executable,
                 "-m",
                 "mnp",
-                "agent",
-                "--hostname-override",
-                node,
-                "--kubeconfig",
-                str(self.layout.kubeconfig),
-                "--container-runtime-endpoint",
-                f"unix://{self.layout.node_dir(node) / 'containerd.sock'}",
-                "--resync-period",
-                str(self.resync_period),
+                *agent_args(self.layout, node, self.resync_period),
                 "--health-address",
                 f"127.0.0.1:{self.ports[node]}",
             ],

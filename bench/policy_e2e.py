@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,23 +32,11 @@ from mnp.kube.watch import Informer, WatchEvent
 from mnp.local.cluster import down, up
 from mnp.local.layout import Layout
 
-NAD = {
-    "apiVersion": "k8s.cni.cncf.io/v1",
-    "kind": "NetworkAttachmentDefinition",
-    "metadata": {"name": "lan", "namespace": "default"},
-    "spec": {
-        "config": json.dumps(
-            {
-                "cniVersion": "0.4.0",
-                "type": "macvlan",
-                "mode": "bridge",
-                "master": "eth0",
-                "capabilities": {"ips": True},
-                "ipam": {"type": "static"},
-            }
-        )
-    },
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "kernel"))
+from mnp_e2e import nad  # noqa: E402  (the tests' macvlan NAD with static IPAM)
+
+NAD = nad("lan")
+
 
 
 def _pod(i: int) -> dict[str, Any]:

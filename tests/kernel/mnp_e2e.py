@@ -18,6 +18,8 @@ from typing import Any
 
 from local_cluster import LocalCluster
 
+from mnp.local.layout import Layout
+
 POLICY_FOR = "k8s.v1.cni.cncf.io/policy-for"
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 PORTS = (8080, 9090)  # every pod listens on TCP 8080 and on TCP + UDP 9090, IPv4 and IPv6
@@ -138,6 +140,21 @@ class Flow:
         return f"{self.src} -> {self.dst} {v}{self.proto}/{self.port} on {self.network}"
 
 
+def agent_args(layout: Layout, node: str, resync_period: float = 2.0) -> list[str]:
+    """`mnp agent` for `node` of the local cluster, as its DaemonSet runs it (after `python -m mnp`)."""
+    return [
+        "agent",
+        "--hostname-override",
+        node,
+        "--kubeconfig",
+        str(layout.kubeconfig),
+        "--container-runtime-endpoint",
+        f"unix://{layout.node_dir(node) / 'containerd.sock'}",
+        "--resync-period",
+        f"{resync_period:g}",
+    ]
+
+
 class Processes:
     """`mnp agent` and `mnp controller` processes, each logging to its own file under the cluster dir."""
 
@@ -159,19 +176,7 @@ class Processes:
         return proc
 
     def start_agent(self, node: str) -> None:
-        layout = self.cluster.layout
-        self.start(
-            f"agent-{node}",
-            "agent",
-            "--hostname-override",
-            node,
-            "--kubeconfig",
-            str(layout.kubeconfig),
-            "--container-runtime-endpoint",
-            f"unix://{layout.node_dir(node) / 'containerd.sock'}",
-            "--resync-period",
-            "2",
-        )
+        self.start(f"agent-{node}", *agent_args(self.cluster.layout, node))
 
     def start_controller(
         self, name: str = "controller", *extra: str, resync_period: float = 5.0
@@ -345,4 +350,4 @@ class E2E:
         assert not wrong, "flows not as expected:\n  " + "\n  ".join(wrong)
 
 
-__all__ = ["E2E", "Flow", "PodSpec", "Processes", "manifests", "nad", "namespace", "policy"]
+__all__ = ["E2E", "Flow", "PodSpec", "Processes", "agent_args", "manifests", "nad", "namespace", "policy"]

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from local_cluster import LocalCluster, local_cluster
+from mnp_e2e import agent_args, nad
 
 from mnp.local.nodes.containerd_config import load_settings
 from mnp.local.nodes.cri import CriClient
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.kernel
 REPO = Path(__file__).resolve().parents[2]
 NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
 ADDRESSES = {"srv": "192.0.2.31", "cli": "192.0.2.32", "other": "192.0.2.33"}
+NAD = nad("lan")
 NODES = {"srv": "node-1", "cli": "node-2", "other": "node-2"}
 
 
@@ -60,23 +62,6 @@ def _pod(name: str) -> dict[str, Any]:
     }
 
 
-NAD = {
-    "apiVersion": "k8s.cni.cncf.io/v1",
-    "kind": "NetworkAttachmentDefinition",
-    "metadata": {"name": "lan", "namespace": "default"},
-    "spec": {
-        "config": json.dumps(
-            {
-                "cniVersion": "0.4.0",
-                "type": "macvlan",
-                "mode": "bridge",
-                "master": "eth0",
-                "capabilities": {"ips": True},
-                "ipam": {"type": "static"},
-            }
-        )
-    },
-}
 
 
 def policy(allowed: list[str], name: str = "srv") -> dict[str, Any]:
@@ -120,15 +105,7 @@ class Agents:
                 sys.executable,
                 "-m",
                 "mnp",
-                "agent",
-                "--hostname-override",
-                node,
-                "--kubeconfig",
-                str(layout.kubeconfig),
-                "--container-runtime-endpoint",
-                f"unix://{layout.node_dir(node) / 'containerd.sock'}",
-                "--resync-period",
-                "2",
+                *agent_args(layout, node),
                 "--health-address",
                 f"127.0.0.1:{self.ports[node]}",
             ],
