@@ -82,12 +82,11 @@ class Parsed:
 
     def __init__(self) -> None:
         self.policies: dict[Key, Policy] = {}
-        self.pods: dict[Key, Pod] = {}
+        self.pods: dict[str, dict[str, Pod]] = {}  # by namespace, then name
         self.namespaces: dict[str, Namespace] = {}
         self.networks: dict[Key, Network] = {}
         # The pods by namespace, each in name order, rebuilt only for namespaces whose pods changed:
         # a pass after one change neither sorts nor walks every pod.
-        self._pods_in: dict[str, dict[str, Pod]] = {}
         self._pod_index: dict[str, tuple[Pod, ...]] = {}
         self._stale: set[str] = set()
 
@@ -97,14 +96,9 @@ class Parsed:
         if kind == "policy":
             return self._set(self.policies, key, None if gone else parse_policy(event.obj)[0])
         if kind == "pod":
-            pod = None if gone else parse_pod(event.obj)[0]
-            members = self._pods_in.setdefault(key[0], {})
-            if pod is None:
-                members.pop(key[1], None)
-            else:
-                members[key[1]] = pod
             self._stale.add(key[0])
-            return self._set(self.pods, key, pod)
+            pod = None if gone else parse_pod(event.obj)[0]
+            return self._set(self.pods.setdefault(key[0], {}), key[1], pod)
         if kind == "namespace":
             return self._set(self.namespaces, key[1], None if gone else parse_namespace(event.obj))
         return self._set(self.networks, key, None if gone else parse_network(event.obj))
@@ -121,12 +115,12 @@ class Parsed:
 
     def snapshot(self) -> Snapshot:
         for ns in self._stale:
-            members = self._pods_in.get(ns) or {}
+            members = self.pods.get(ns) or {}
             if members:
                 self._pod_index[ns] = tuple(members[name] for name in sorted(members))
             else:
                 self._pod_index.pop(ns, None)
-                self._pods_in.pop(ns, None)
+                self.pods.pop(ns, None)
         if self._stale:
             self._stale = set()
             self._pod_index = dict(sorted(self._pod_index.items()))
