@@ -39,7 +39,13 @@ from mnp.kube.resources import PODS, RULESETS
 from mnp.kube.watch import Informer, WatchEvent, object_key
 from mnp.nft.apply import NetnsNft
 from mnp.nft.model import Table, TableShape
-from mnp.nft.render import RenderOptions, build_table, render_table_replace, render_table_swap
+from mnp.nft.render import (
+    RenderOptions,
+    build_table,
+    render_table_body,
+    render_table_replace,
+    render_table_swap,
+)
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +394,8 @@ class Agent:
         apply, the table's declarations are read back (cheap: no elements) and compared.
         """
         table = build_table(spec, self.config.options)
-        applied_hash = st.transaction_hash(render_table_replace(table))
+        body = render_table_body(table)  # once, for the hash and for the swap
+        applied_hash = st.transaction_hash(render_table_replace(table, body=body))
         known = held.known and held.applied_hash == applied_hash
         want: str | None = None
         if known:
@@ -414,7 +421,7 @@ class Agent:
         shape = held.shape
         if shape is None or held.nft.generation() != held.nft_generation:
             shape = held.nft.table_shape(self.table_name)  # someone else committed since our read-back
-        text = render_table_swap(table, shape)
+        text = render_table_swap(table, shape, body=body)
         try:
             held.nft.apply(text)
         except NftError:

@@ -239,13 +239,22 @@ def _header(spec: RulesetSpec) -> str:
     return "# " + names.comment(f"mnp: pod uid {spec.pod_uid} on {spec.node}, policies: {policies}")
 
 
-def render_table_replace(table: Table, header: str = "") -> str:
-    """One transaction replacing the whole table: create if missing, delete, create in full."""
+def render_table_body(table: Table) -> str:
+    """The table's own definition, which every transaction below ends with."""
+    return model.render_table(table)
+
+
+def render_table_replace(table: Table, header: str = "", body: str | None = None) -> str:
+    """One transaction replacing the whole table: create if missing, delete, create in full.
+
+    `body` is `model.render_table(table)` when the caller has it already (the agent renders a table
+    once for its hash and its swap)."""
     head = f"{header}\n" if header else ""
-    return f"{head}table inet {table.name} {{}}\ndelete table inet {table.name}\n" + model.render_table(table)
+    text = render_table_body(table) if body is None else body
+    return f"{head}table inet {table.name} {{}}\ndelete table inet {table.name}\n" + text
 
 
-def render_table_swap(table: Table, old: TableShape | None, header: str = "") -> str:
+def render_table_swap(table: Table, old: TableShape | None, header: str = "", body: str | None = None) -> str:
     """One transaction turning the table `old` describes into `table`, its base chains kept hooked.
 
     Deleting and re-creating a table unhooks its base chains and hooks new ones; a packet caught between
@@ -254,10 +263,11 @@ def render_table_swap(table: Table, old: TableShape | None, header: str = "") ->
     about 1 of 30 replaces under load. Here the table is flushed instead: a base chain whose declaration
     is unchanged stays registered, and a packet traverses it under one generation, the old rules or the
     new, never neither. Other chains, maps and sets are deleted and defined anew in the same transaction.
-    With `old` None (no table, or one we cannot read) it is the whole-table replace.
+    With `old` None (no table, or one we cannot read) it is the whole-table replace. `body`: as for
+    render_table_replace.
     """
     if old is None or old.name != table.name:
-        return render_table_replace(table, header)
+        return render_table_replace(table, header, body)
     where = f"inet {table.name}"
     new_base = {name: spec for name, spec in table.shape().chains if spec}
     kept = {name for name, spec in old.chains if spec and new_base.get(name) == spec}
@@ -267,7 +277,7 @@ def render_table_swap(table: Table, old: TableShape | None, header: str = "") ->
     lines += [f"delete map {where} {name}" for name in old.maps]
     lines += [f"delete set {where} {name}" for name in old.sets]
     lines += [f"delete chain {where} {name}" for name, _ in old.chains if name not in kept]
-    return "\n".join(lines) + "\n" + model.render_table(table)
+    return "\n".join(lines) + "\n" + (render_table_body(table) if body is None else body)
 
 
 def render_ruleset(
