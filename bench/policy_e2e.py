@@ -35,6 +35,9 @@ from mnp.local.layout import Layout
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "kernel"))
 from mnp_e2e import nad  # noqa: E402  (the tests' macvlan NAD with static IPAM)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cpu_share  # noqa: E402
+
 NAD = nad("lan")
 
 
@@ -131,7 +134,11 @@ async def _until_applied(timeline: Timeline, pods: int) -> tuple[list[float], li
     return sorted(timeline.written.values()), sorted(timeline.applied.values())
 
 
-async def _measure(layout: Layout, pods: int) -> list[tuple[str, list[float]]]:
+Rows = list[tuple[str, list[float]]]
+CpuRows = list[tuple[str, dict[str, float]]]
+
+
+async def _measure(layout: Layout, pods: int) -> tuple[Rows, CpuRows]:
     async with await Client.from_kubeconfig(layout.kubeconfig) as client:
         await client.create(NADS, NAD)
         sem = asyncio.Semaphore(20)
@@ -155,23 +162,28 @@ async def _measure(layout: Layout, pods: int) -> list[tuple[str, list[float]]]:
         watching = asyncio.create_task(informer.run())
         try:
             await informer.synced.wait()
+            await asyncio.sleep(2)  # the pods' start-up work settles before the window opens
             timeline.expect(8080)
-            await client.create(MNPS, _policy(8080))
-            created = await _until_applied(timeline, pods)
+            with cpu_share.measured() as cpu_created:
+                await client.create(MNPS, _policy(8080))
+                created = await _until_applied(timeline, pods)
+            await asyncio.sleep(1)
             timeline.expect(8081)
-            await client.patch(MNPS, "all", _policy(8081), "default", type=PatchType.MERGE)
-            edited = await _until_applied(timeline, pods)
+            with cpu_share.measured() as cpu_edited:
+                await client.patch(MNPS, "all", _policy(8081), "default", type=PatchType.MERGE)
+                edited = await _until_applied(timeline, pods)
         finally:
             watching.cancel()
-        return [
+        rows = [
             ("policy created: ruleset written (controller)", created[0]),
             ("policy created: ruleset Applied (end to end)", created[1]),
             ("policy edited (port 8080 → 8081): ruleset written", edited[0]),
             ("policy edited (port 8080 → 8081): ruleset Applied (end to end)", edited[1]),
         ]
+        return rows, [("policy created", cpu_created), ("policy edited", cpu_edited)]
 
 
-def run(pods: int) -> list[tuple[str, list[float]]]:
+def run(pods: int) -> tuple[Rows, CpuRows]:
     """A fresh 2-node cluster with mnp deployed, `pods` pods, the two measurements; torn down after."""
     root = Path(tempfile.mkdtemp(prefix="mnpe-", dir="/tmp"))
     layout = Layout.at(root)
@@ -193,7 +205,20 @@ def p99(times: list[float]) -> float:
     return sorted(times)[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))]
 
 
-def table(pods: int, rows: list[tuple[str, list[float]]]) -> str:
+def cpu_table(pods: int, rows: CpuRows) -> str:
+    """CPU seconds per kind of process over each window (policy write → last ruleset Applied)."""
+    groups = [g for g in cpu_share.GROUPS if any(cpu[g] >= 0.005 for _, cpu in rows)]
+    lines = [
+        f"| {pods} pods: CPU s in the window | " + " | ".join(groups) + " | all |",
+        "|---|" + "---:|" * (len(groups) + 1),
+    ]
+    for what, cpu in rows:
+        cells = " | ".join(f"{cpu[g]:.2f}" for g in groups)
+        lines.append(f"| {what} | {cells} | {sum(cpu.values()):.2f} |")
+    return "\n".join(lines)
+
+
+def table(pods: int, rows: Rows) -> str:
     lines = [
         f"| {pods} pods, 2 nodes: from the policy write | p50 s | p99 s | max s |",
         "|---|---:|---:|---:|",
@@ -209,9 +234,11 @@ def main() -> int:
     )
     parser.add_argument("--pods", type=int, default=200)
     args = parser.parse_args()
-    rows = run(args.pods)
+    rows, cpu = run(args.pods)
     print(f"load (1 min) at the end: {os.getloadavg()[0]:.1f}")
     print(table(args.pods, rows))
+    print()
+    print(cpu_table(args.pods, cpu))
     return 0
 
 

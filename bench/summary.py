@@ -74,8 +74,9 @@ def part_controller(head: Headline, out: dict[str, Any]) -> str:
 def part_e2e(head: Headline, out: dict[str, Any]) -> str:
     tables = []
     for pods in (50, 200):
-        rows = policy_e2e.run(pods)
+        rows, cpu = policy_e2e.run(pods)
         out[f"e2e_{pods}"] = rows
+        out[f"e2e_{pods}_cpu"] = cpu
         for what, times in rows:
             if "Applied" in what:
                 p99 = policy_e2e.p99(times)
@@ -89,6 +90,7 @@ def part_e2e(head: Headline, out: dict[str, Any]) -> str:
                     )
                 )
         tables.append(policy_e2e.table(pods, rows))
+        tables.append(policy_e2e.cpu_table(pods, cpu))
     return "\n\n".join(tables)
 
 

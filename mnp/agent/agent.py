@@ -53,6 +53,9 @@ Key = tuple[str, str]  # (namespace, pod name) = (namespace, ruleset name)
 DRIFT = "drift"
 POD_CHANGED = "pod"  # the pod object changed: its sandbox (and so its netns) may be a new one
 RETRY_S = 2.0
+# Why the runtime (or /proc) was asked for a pod's netns: ahead of any ruleset, when a running pod
+# without one changed; or on demand, when a ruleset had to be applied or checked.
+NETNS_AHEAD, NETNS_ON_DEMAND = "ahead", "on-demand"
 
 
 class NetnsLike(Protocol):
@@ -79,6 +82,8 @@ class Metrics(Protocol):
 
     def set_rulesets(self, count: int) -> None: ...
 
+    def netns_lookup(self, when: str) -> None: ...
+
 
 class NoMetrics:
     def observe_apply(self, seconds: float, ok: bool) -> None:
@@ -91,6 +96,9 @@ class NoMetrics:
         pass
 
     def set_rulesets(self, count: int) -> None:
+        pass
+
+    def netns_lookup(self, when: str) -> None:
         pass
 
 
@@ -115,6 +123,23 @@ class PodTable:
     def known(self) -> bool:
         """The table holds what `applied_hash` renders: applied, or verified, by this agent."""
         return bool(self.applied_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class KnownNetns:
+    """Where the runtime said a pod (by uid) has its netns, and the identity of that netns then."""
+
+    uid: str
+    path: str
+    netns: tuple[int, int]  # (dev, inode)
+
+    @property
+    def dev(self) -> int:
+        return self.netns[0]
+
+    @property
+    def inode(self) -> int:
+        return self.netns[1]
 
 
 @dataclass
@@ -157,6 +182,7 @@ class Agent:
         self.scratch = scratch or Scratch()
         self.ready = asyncio.Event()
         self._initial: set[Key] = set()
+        self._known: dict[Key, KnownNetns] = {}  # netns of pods without a table, learnt ahead
 
     # ---- running ---------------------------------------------------------------------------------
 
@@ -243,6 +269,7 @@ class Agent:
         where = f"{key[0]}/{key[1]}"
         if pod is None or not _running(pod):
             self._forget(key)
+            self._known.pop(key, None)
             if ruleset is not None:
                 await self._report(
                     ruleset,
@@ -260,6 +287,9 @@ class Agent:
                 await asyncio.to_thread(held.nft.delete_table, self.table_name)
                 log.info("table removed: no ruleset for the pod any more", extra={"pod": where})
                 self._forget(key)
+                self._known[key] = KnownNetns(uid, held.path, held.netns)
+            elif pod_changed and _phase(pod) == "Running":
+                await self._learn_netns(key, uid)
             return
         spec_raw: Mapping[str, Any] = ruleset["spec"] if isinstance(ruleset.get("spec"), Mapping) else {}
         want_uid, want_node = spec_raw.get("podUID"), spec_raw.get("node")
@@ -279,7 +309,10 @@ class Agent:
             # to ask the runtime again (a new sandbox changes the pod object, which sets pod_changed).
             await self._enforce(key, ruleset, held, drift_check)
             return
-        ref = await asyncio.to_thread(self._find, uid)
+        ref = self._known_netns(key, uid) if held is None and not (pod_changed or drift_check) else None
+        if ref is None:
+            self.metrics.netns_lookup(NETNS_ON_DEMAND)
+            ref = await asyncio.to_thread(self._find, uid)
         if ref is None:
             self._forget(key)
             await self._report(
@@ -304,6 +337,7 @@ class Agent:
                 self.queue.add_after(key, RETRY_S)
                 return
             self.tables[key] = held
+            self._known.pop(key, None)  # the table holds it now
         await self._enforce(key, ruleset, held, drift_check)
 
     async def _enforce(self, key: Key, ruleset: dict[str, Any], held: PodTable, drift_check: bool) -> None:
@@ -451,6 +485,29 @@ class Agent:
     def _held(held: PodTable, table: Table, applied_hash: str, digest: str | None) -> None:
         held.applied_hash, held.digest, held.counts = applied_hash, digest, table.counts()
 
+    async def _learn_netns(self, key: Key, uid: str) -> None:
+        """Ask the runtime where a running pod without a ruleset has its netns, and keep the answer:
+        the pod's first ruleset (a new policy selecting it) is then applied without a runtime round
+        trip on its way, and a burst of new rulesets does not become a burst of runtime calls."""
+        self.metrics.netns_lookup(NETNS_AHEAD)
+        ref = await asyncio.to_thread(self._find, uid)
+        if ref is None:
+            self._known.pop(key, None)
+        else:
+            self._known[key] = KnownNetns(uid, ref.path, (ref.dev, ref.inode))
+
+    def _known_netns(self, key: Key, uid: str) -> NetnsLike | None:
+        """The netns learnt for this pod, if it is the same pod and its file still names that netns.
+
+        A new sandbox gets a new netns (its file at a new path, or a new namespace behind the path),
+        and the runtime removes the old one's file: either way the identity check fails and the
+        runtime is asked again.
+        """
+        known = self._known.get(key)
+        if known is None or known.uid != uid or not _same_file(known.path, known.netns):
+            return None
+        return known
+
     def _find(self, uid: str) -> NetnsLike | None:
         try:
             return self.finder.find(uid)
@@ -508,6 +565,10 @@ def _same_file(path: str, identity: tuple[int, int]) -> bool:
 
 def _generation(obj: Mapping[str, Any]) -> int:
     return int((obj.get("metadata") or {}).get("generation") or 0)
+
+
+def _phase(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("status") or {}).get("phase") or "")
 
 
 def _running(pod: Mapping[str, Any]) -> bool:

@@ -53,9 +53,18 @@ class AgentMetrics(_Metrics):
             registry=r,
         )
         self.rulesets = Gauge("mnp_agent_rulesets", "Rulesets this agent currently enforces.", registry=r)
+        self.netns_lookups = Counter(
+            "mnp_agent_netns_lookups",
+            "Pod netns lookups (container runtime, else /proc): ahead of any ruleset, when a running pod "
+            "without one changed, or on demand, when a ruleset had to be applied or checked.",
+            ["when"],
+            registry=r,
+        )
         # Known label values are exported at 0 from the start, so that rate() sees the first event.
         for result in (RESULT_SUCCESS, RESULT_FAILURE):
             self.applies.labels(result)
+        for when in ("ahead", "on-demand"):
+            self.netns_lookups.labels(when)
 
     def observe_apply(self, seconds: float, ok: bool) -> None:
         """Count one apply by its result and record how long it took."""
@@ -70,6 +79,9 @@ class AgentMetrics(_Metrics):
 
     def set_rulesets(self, count: int) -> None:
         self.rulesets.set(count)
+
+    def netns_lookup(self, when: str) -> None:
+        self.netns_lookups.labels(when).inc()
 
 
 class ControllerMetrics(_Metrics):

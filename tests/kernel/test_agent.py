@@ -394,6 +394,72 @@ def test_the_agent_serves_health_readiness_and_metrics(env: tuple[LocalCluster, 
     c.kubectl("delete", "pnr", "srv")
 
 
+def _metric(agents: Agents, node: str, sample: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{agents.ports[node]}/metrics", timeout=5) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.split()[-1])
+    raise AssertionError(f"{sample} not in the metrics of the agent on {node}")
+
+
+AHEAD = 'mnp_agent_netns_lookups_total{when="ahead"}'
+ON_DEMAND = 'mnp_agent_netns_lookups_total{when="on-demand"}'
+
+
+def test_a_first_ruleset_is_applied_without_asking_the_runtime_on_its_way(
+    env: tuple[LocalCluster, Agents],
+) -> None:
+    """The agent learns a running pod's netns when the pod changes, before any ruleset: a new
+    policy's rulesets then cost no runtime round trip each (a burst of them is no burst of CRI calls)."""
+    c, agents = env
+    c.kubectl("delete", "pnr", "--all")
+    c.wait_for("no ruleset left", lambda: not c.kubectl("get", "pnr", "-o", "name").stdout.strip())
+    c.wait_for("the table of srv to go", lambda: reaches(c, "other"))
+    assert _metric(agents, "node-1", AHEAD) >= 1  # srv was running before: its netns was learnt
+    before = _metric(agents, "node-1", ON_DEMAND)
+    c.apply(compile_rulesets(c, policy(["cli"])))
+    assert condition(applied(c))["status"] == "True"
+    assert _metric(agents, "node-1", ON_DEMAND) == before
+    assert reaches(c, "cli") and not reaches(c, "other")
+    c.kubectl("delete", "pnr", "srv")
+
+
+def test_a_netns_learnt_ahead_that_has_gone_since_is_not_used(env: tuple[LocalCluster, Agents]) -> None:
+    """The pod got a new sandbox after its netns was learnt (no pod change told the agent): the old
+    netns file is gone, so the first ruleset asks the runtime and lands in the new sandbox's netns."""
+    c, _ = env
+    c.kubectl("delete", "pnr", "--all")
+    c.wait_for("no ruleset left", lambda: not c.kubectl("get", "pnr", "-o", "name").stdout.strip())
+    pod = c.pod("srv")
+    uid = pod["metadata"]["uid"]
+    socket_path = str(c.layout.node_dir("node-1") / "containerd.sock")
+    runtime = load_settings(c.layout.node_dir("node-1"))
+    assert runtime is not None
+    with CriClient(socket_path) as cri:
+        old = cri.find_sandbox(uid)
+        assert old is not None
+        new_id = cri.run_sandbox(
+            "srv", "default", uid, {"app": "srv"}, {}, runtime.pod_cgroup(uid), attempt=1
+        )
+        try:
+            new_netns = cri.sandbox_status(new_id).netns_path
+            cri.stop_sandbox(old.id)
+            assert not os.path.exists(old.netns_path)
+            c.apply(compile_rulesets(c, policy(["cli"])))
+            assert condition(applied(c))["status"] == "True"
+            out = subprocess.run(
+                ["nsenter", f"--net={new_netns}", "nft", "list", "tables"], capture_output=True, text=True
+            )
+            assert "inet mnp" in out.stdout
+        finally:
+            c.kubectl("delete", "pnr", "srv", "--ignore-not-found")
+            cri.stop_sandbox(new_id)
+            cri.remove_sandbox(new_id)
+    c.kubectl("delete", "pod", "srv", "--wait=true", "--timeout=60s")
+    c.apply(json.dumps(_pod("srv")))
+    c.wait_running("srv")
+
+
 def _fault(c: LocalCluster, **switches: Any) -> None:
     out = c.kubectl("create", "--raw", "/mnp-admin/faults", "-f", "-", input=json.dumps(switches)).stdout
     state = json.loads(out)  # the switches as the API server now has them: check they took

@@ -33,6 +33,8 @@ def test_agent_metrics_count_applies_failures_and_drift_and_hold_the_ruleset_cou
     m.failure("NetnsNotFound")
     m.drift_repaired()
     m.set_rulesets(7)
+    m.netns_lookup("ahead")
+    m.netns_lookup("ahead")
     got = samples(m.render())
     assert got[("mnp_agent_applies_total", (("result", "success"),))] == 2
     assert got[("mnp_agent_applies_total", (("result", "failure"),))] == 1
@@ -43,6 +45,8 @@ def test_agent_metrics_count_applies_failures_and_drift_and_hold_the_ruleset_cou
     assert got[("mnp_agent_failures_total", (("reason", "NetnsNotFound"),))] == 2
     assert got[("mnp_agent_drift_repairs_total", ())] == 1
     assert got[("mnp_agent_rulesets", ())] == 7
+    assert got[("mnp_agent_netns_lookups_total", (("when", "ahead"),))] == 2
+    assert got[("mnp_agent_netns_lookups_total", (("when", "on-demand"),))] == 0
 
 
 def test_controller_metrics_count_writes_by_action_and_api_errors_by_verb() -> None:
