@@ -279,7 +279,9 @@ def _rule(raw: Any, path: str) -> Rule:
             raise InvalidRuleset(f"{path}.{key}", "null is ambiguous: omit the field for any, [] for nothing")
     peers = None
     if "peers" in m:
-        peers = tuple(_peer(x, f"{path}.peers[{i}]") for i, x in enumerate(_list(m, "peers", path)))
+        peers = tuple(
+            _known_peer(x) or _peer(x, f"{path}.peers[{i}]") for i, x in enumerate(_list(m, "peers", path))
+        )
     ports = None
     if "ports" in m:
         ports = tuple(_port(x, f"{path}.ports[{i}]") for i, x in enumerate(_list(m, "ports", path)))
@@ -290,6 +292,26 @@ def _rule(raw: Any, path: str) -> Rule:
         peers=peers,
         ports=ports,
     )
+
+
+def _known_peer(raw: Any) -> Peer | None:
+    """The peer of a plain `{cidr, pod}` entry, validated once and shared: the same peers recur in
+    every ruleset of a policy and in each update of it. None when `raw` is anything else or invalid
+    (`_peer` then says what is wrong, with its path)."""
+    if type(raw) is not dict or "except" in raw:
+        return None
+    cidr, pod = raw.get("cidr"), raw.get("pod")
+    if type(cidr) is not str or (pod is not None and type(pod) is not str):
+        return None
+    return _plain_peer(cidr, pod)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _plain_peer(cidr: str, pod: str | None) -> Peer | None:
+    try:
+        return _peer({"cidr": cidr, "pod": pod}, "")
+    except InvalidRuleset:
+        return None
 
 
 def _peer(raw: Any, path: str) -> Peer:

@@ -7,6 +7,7 @@ each part accepts only values from a closed vocabulary or a checked identifier.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -160,7 +161,10 @@ def key_bounds(key: Key) -> tuple[int, int]:
 _ADDRESS_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def render_key(key: Key) -> str:
+    """A map key as nft writes it; cached, as the same peers' addresses are rendered into every table
+    of a policy (and ipaddress's str() is most of the cost of rendering a big map)."""
     return key.render() if isinstance(key, AddrRange) else str(key)
 
 
