@@ -175,3 +175,24 @@ def test_table_watch_sends_one_row_tables_with_columns_only_first(h: Http) -> No
     conn.close()
     assert first["object"]["kind"] == "Table" and first["object"]["columnDefinitions"]
     assert second["object"]["columnDefinitions"] == [] and second["object"]["rows"][0]["cells"][0] == "t2"
+
+
+def test_watchers_of_two_resources_each_get_their_own_events_when_writes_interleave(h: Http) -> None:
+    h.ok("POST", "/mnp-admin/faults", {"bookmarkSeconds": 0.2})
+    ns = namespace(h, unique("w"))
+    widgets = h.watch(f"{W}/namespaces/{ns}/widgets", resourceVersion="0")
+    maps = h.watch(f"/api/v1/namespaces/{ns}/configmaps", resourceVersion="0", allowWatchBookmarks="true")
+    for n in range(3):
+        h.create(f"{W}/namespaces/{ns}/widgets", widget(f"w{n}"))
+        h.create(f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": f"c{n}"}})
+    last = h.create(f"{W}/namespaces/{ns}/widgets", widget("w3"))
+    widgets.wait_for(4)
+    time.sleep(0.7)
+    assert widgets.names() == [("ADDED", f"w{n}") for n in range(4)]
+    assert maps.names() == [("ADDED", f"c{n}") for n in range(3)]
+    # The configmap watcher was not woken by the last widget write, and still bookmarks past it.
+    marks = [o for t, o in maps.events if t == "BOOKMARK"]
+    assert marks and rv(marks[-1]) >= rv(last)
+    h.ok("POST", "/mnp-admin/faults", {"reset": True})
+    widgets.close()
+    maps.close()

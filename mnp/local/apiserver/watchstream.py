@@ -153,12 +153,13 @@ def watch_stream(app: App, wr: WatchRequest) -> Iterator[bytes]:
             return
         until = min(deadline, next_bookmark) if wr.bookmarks else deadline
         try:
-            events = hub.after(cursor, max(0.0, min(until - now, HEARTBEAT)), drops)
+            got = hub.after(t.store_key, cursor, max(0.0, min(until - now, HEARTBEAT)), drops)
         except TooOld as e:
             yield _expired(cursor, e.oldest)
             return
-        if events is None:
+        if got is None:
             return
+        events, newest = got
         if not events:
             yield b""  # nothing to send: lets the transport notice a client that went away
         for ev in events:
@@ -174,6 +175,7 @@ def watch_stream(app: App, wr: WatchRequest) -> Iterator[bytes]:
                 yield line
             else:
                 yield encode(kind, obj)
+        cursor = newest
         if wr.bookmarks and time.monotonic() >= next_bookmark:
             yield bookmark(cursor)
             next_bookmark = time.monotonic() + faults.bookmark_seconds
