@@ -44,9 +44,8 @@ from mnp.kube.watch import Informer, WatchEvent, object_key
 
 log = logging.getLogger(__name__)
 DEBOUNCE_S = 0.05
-# Ruleset writes in flight at once: enough to keep the API server busy; more only make httpcore's
-# pool (which scans every connection for every request) cost more CPU per write, and open connections
-# beyond the 20 httpx keeps alive between bursts.
+# Ruleset writes in flight at once: enough to keep the API server busy, few enough that a burst of
+# hundreds reuses a handful of kept-alive connections instead of opening (and TLS-handshaking) one each.
 WRITE_CONCURRENCY = 8
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 60.0
 
