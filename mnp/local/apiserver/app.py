@@ -25,6 +25,7 @@ from mnp.local.apiserver.openapi import OpenAPI
 from mnp.local.apiserver.routes import Route, parse_resource_path
 from mnp.local.apiserver.selectors import parse_field_selector, parse_label_selector
 from mnp.local.apiserver.tls import Credentials
+from mnp.local.apiserver.values import intern_keys, loads_interned
 from mnp.local.apiserver.watchstream import WatchRequest, watch_stream
 
 log = logging.getLogger(__name__)
@@ -367,7 +368,7 @@ def _json(req: Request) -> Any:
     if ctype == "application/vnd.kubernetes.protobuf":
         from mnp.local.apiserver.protobuf import decode
 
-        return decode(req.body)
+        return intern_keys(decode(req.body))
     if "protobuf" in ctype or "cbor" in ctype:
         raise StatusError(
             415,
@@ -378,13 +379,13 @@ def _json(req: Request) -> Any:
     if ctype == "application/yaml":
         return _yaml(req)
     try:
-        return json.loads(req.body or b"null")
+        return loads_interned(req.body or b"null")
     except ValueError as e:
         raise StatusError(400, f"the object provided is unrecognized: {e}") from None
 
 
 def _yaml(req: Request) -> Any:
     try:
-        return yaml.safe_load(req.body or b"") or {}
+        return intern_keys(yaml.safe_load(req.body or b"")) or {}
     except yaml.YAMLError as e:
         raise StatusError(400, f"error decoding YAML: {e}") from None

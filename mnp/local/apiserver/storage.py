@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from mnp.local.apiserver.values import loads_interned
 
 StoreKey = tuple[str, str]  # (group, plural)
 ObjKey = tuple[str, str]  # (namespace, name); namespace "" for cluster scope
@@ -70,7 +71,7 @@ class Storage:
         query = "SELECT grp, res, ns, name, body, uid, owners FROM objects"
         for grp, res, ns, name, body, uid, owners in self._db.execute(query):
             if uid is None:  # written before these columns existed
-                obj = _interned(json.loads(body))
+                obj = loads_interned(body)
                 self._objects.setdefault((grp, res), {})[(ns, name)] = obj
                 uid, owner_uids = _uids(obj)
             else:
@@ -85,7 +86,7 @@ class Storage:
         value = bucket.get(key)
         if not isinstance(value, str):
             return value
-        obj: dict[str, Any] = _interned(json.loads(value))
+        obj: dict[str, Any] = loads_interned(value)
         with self._io:
             if bucket.get(key) is value:  # a write since then wins over this parse
                 bucket[key] = obj
@@ -110,7 +111,11 @@ class Storage:
         return sum(len(v) for v in self._objects.values())
 
     def commit(self, rv: int, changes: list[tuple[StoreKey, str, str, dict[str, Any] | None]]) -> None:
-        """Store (key, ns, name, object or None for removal) changes at resourceVersion rv, atomically."""
+        """Store (key, ns, name, object or None for removal) changes at resourceVersion rv, atomically.
+
+        The objects themselves are kept, not copies: from here on nobody may change them (what `get`
+        returns is shared the same way). Their keys are interned where they were decoded.
+        """
         rows: list[tuple[str, str, str, str, str | None, str, str | None]] = []
         for (grp, res), ns, name, obj in changes:
             if obj is None:
@@ -148,20 +153,11 @@ class Storage:
                 if obj is None:
                     bucket.pop((ns, name), None)
                 else:
-                    bucket[(ns, name)] = _interned(obj)
+                    bucket[(ns, name)] = obj
 
     def close(self) -> None:
         with self._io:
             self._db.close()
-
-
-def _interned(value: Any) -> Any:
-    """A copy whose dict keys are interned: every stored object shares its field names (~30% less memory)."""
-    if isinstance(value, dict):
-        return {sys.intern(k): _interned(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_interned(v) for v in value]
-    return value
 
 
 def _uids(obj: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
