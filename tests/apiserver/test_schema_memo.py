@@ -50,3 +50,13 @@ def test_remembered_objects_come_back_as_copies() -> None:
     first["spec"]["ports"][0]["port"] = 8443
     second, found = check(SCHEMA, _ports({"protocol": "TCP", "port": 443}))
     assert not found.errors and second["spec"]["ports"] == [{"protocol": "TCP", "port": 443}]
+
+
+def test_a_field_as_validated_is_taken_over_and_any_other_is_judged() -> None:
+    stored, found = check(SCHEMA, _ports({"protocol": "TCP", "port": 80}))
+    assert not found.errors
+    same, found = check(SCHEMA, _ports({"protocol": "TCP", "port": 80}), validated=stored)
+    assert not found.errors and same["spec"] is stored["spec"]
+    for changed in ({"protocol": "TCP", "port": 80.0}, {"protocol": "TCP", "port": 0}, {"protocol": "SCTP"}):
+        _, found = check(SCHEMA, _ports(changed), validated=stored)
+        assert found.errors, changed

@@ -1,5 +1,7 @@
 """Semantics of the local API server, one rule per test, over plain HTTPS: auth, discovery, OpenAPI,
-CRUD, resourceVersion, generation, status subresource, validation, dry run."""
+CRUD, resourceVersion, generation, status subresource, validation, dry run, and writes that leave
+fields as stored (not judged again only while the schema that judged them is in place; earlier
+versions never change)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from tests.apiserver.conftest import ApiServer, running_apiserver, unique
 from tests.apiserver.test_semantics_support import CRDS, Http, crd, install, namespace, rv, widget
 
 W = "/apis/example.com/v1"
+MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 
 @pytest.fixture
@@ -337,3 +341,98 @@ def test_objects_over_the_etcd_limit_and_bodies_over_3_mib_are_413(h: Http, ns: 
     status, body, _ = h.call("POST", f"/api/v1/namespaces/{ns}/configmaps", huge)
     assert status == 413 and body["message"] == "Request entity too large: limit is 3145728"
     assert h.call("GET", f"/api/v1/namespaces/{ns}/configmaps/big")[0] == 404
+
+
+def _causes(body: dict[str, Any]) -> list[str]:
+    return [c["field"] for c in body["details"]["causes"]]
+
+
+def test_status_patches_keep_the_spec_and_generation_as_stored(h: Http, ns: str) -> None:
+    path = f"{W}/namespaces/{ns}/widgets/w"
+    made = h.create(f"{W}/namespaces/{ns}/widgets", {**widget("w", 3), "spec": {"size": 3, "color": "red"}})
+    for phase in ("Applying", "Ready"):
+        cur = h.ok("PATCH", f"{path}/status", {"status": {"phase": phase}}, ctype=MERGE)
+        assert cur["spec"] == {"size": 3, "color": "red"} and cur["status"] == {"phase": phase}
+        assert cur["metadata"]["generation"] == 1 and rv(cur) > rv(made)
+    assert h.get(path)["spec"] == {"size": 3, "color": "red"}
+
+
+def test_after_the_schema_tightens_writes_that_keep_a_now_invalid_spec_are_still_422(
+    h: Http, ns: str
+) -> None:
+    path = f"{W}/namespaces/{ns}/widgets/big"
+    h.create(f"{W}/namespaces/{ns}/widgets", widget("big", 8))
+    h.ok("PATCH", f"{path}/status", {"status": {"phase": "Ready"}}, ctype=MERGE)  # judged by the first schema
+    tighter = crd("example.com", "widgets", "Widget")
+    tighter["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["size"][
+        "maximum"
+    ] = 5
+    stored_crd = h.get(f"{CRDS}/widgets.example.com")
+    h.ok("PUT", f"{CRDS}/widgets.example.com", {**tighter, "metadata": stored_crd["metadata"]})
+    status, body, _ = h.call("PATCH", f"{path}/status", {"status": {"phase": "Again"}}, ctype=MERGE)
+    assert (status, _causes(body)) == (422, ["spec.size"]), body
+    assert "should be less than or equal to 5" in body["message"]
+    cur = h.get(path)
+    status, body, _ = h.call("PUT", path, cur)
+    assert (status, _causes(body)) == (422, ["spec.size"]), body
+    status, body, _ = h.call("PATCH", path, {"metadata": {"labels": {"a": "b"}}}, ctype=MERGE)
+    assert (status, _causes(body)) == (422, ["spec.size"]), body
+    fixed = h.ok("PATCH", path, {"spec": {"size": 5}}, ctype=MERGE)
+    assert fixed["spec"] == {"size": 5} and fixed["status"] == {"phase": "Ready"}
+
+
+def test_an_update_equal_to_the_stored_spec_but_with_other_json_types_is_judged(h: Http, ns: str) -> None:
+    path = f"{W}/namespaces/{ns}/widgets/one"
+    made = h.create(f"{W}/namespaces/{ns}/widgets", widget("one", 1))
+    h.ok("PATCH", f"{path}/status", {"status": {"phase": "Ready"}}, ctype=MERGE)
+    for same_in_python in (1.0, True):
+        cur = h.get(path)
+        status, body, _ = h.call("PUT", path, {**cur, "spec": {"size": same_in_python}})
+        assert (status, _causes(body)) == (422, ["spec.size"]), (same_in_python, body)
+        assert "must be of type integer" in body["message"]
+    assert h.get(path)["spec"] == made["spec"] == {"size": 1}
+
+
+def test_an_unknown_field_added_beside_unchanged_ones_is_pruned_with_a_warning(h: Http, ns: str) -> None:
+    path = f"{W}/namespaces/{ns}/widgets/p"
+    h.create(f"{W}/namespaces/{ns}/widgets", widget("p", 2))
+    h.ok("PATCH", f"{path}/status", {"status": {"phase": "Ready"}}, ctype=MERGE)
+    cur = h.get(path)
+    status, got, headers = h.call("PUT", path, {**cur, "spec": {"size": 2, "extra": 1}})
+    assert status == 200 and 'unknown field \\"spec.extra\\"' in headers["warning"]
+    assert got["spec"] == {"size": 2}
+    status, body, _ = h.call(
+        "PUT", path, {**got, "spec": {"size": 2, "extra": 1}}, params={"fieldValidation": "Strict"}
+    )
+    assert status == 400 and body["message"] == 'strict decoding error: unknown field "spec.extra"'
+
+
+def test_later_writes_do_not_change_the_versions_watchers_already_got(h: Http, ns: str) -> None:
+    path = f"{W}/namespaces/{ns}/widgets/v"
+    made = h.create(
+        f"{W}/namespaces/{ns}/widgets", {**widget("v", 3), "spec": {"size": 3, "free": {"a": [1]}}}
+    )
+    h.ok("PATCH", f"{path}/status", {"status": {"phase": "Ready"}}, ctype=MERGE)
+    h.ok(
+        "PATCH",
+        path,
+        [
+            {"op": "replace", "path": "/spec/size", "value": 4},
+            {"op": "add", "path": "/spec/free/a/-", "value": 2},
+        ],
+        ctype=JSON_PATCH,
+    )
+    h.ok("PATCH", f"{path}/status", {"status": {"phase": "Done"}}, ctype=MERGE)
+    h.ok("PATCH", path, {"metadata": {"labels": {"x": "y"}}}, ctype=MERGE)
+    w = h.watch(f"{W}/namespaces/{ns}/widgets", resourceVersion=str(rv(made) - 1))
+    got = w.wait_for(5)
+    w.close()
+    seen = [(t, o["spec"], o.get("status"), o["metadata"].get("labels")) for t, o in got]
+    assert seen == [
+        ("ADDED", {"size": 3, "free": {"a": [1]}}, None, None),
+        ("MODIFIED", {"size": 3, "free": {"a": [1]}}, {"phase": "Ready"}, None),
+        ("MODIFIED", {"size": 4, "free": {"a": [1, 2]}}, {"phase": "Ready"}, None),
+        ("MODIFIED", {"size": 4, "free": {"a": [1, 2]}}, {"phase": "Done"}, None),
+        ("MODIFIED", {"size": 4, "free": {"a": [1, 2]}}, {"phase": "Done"}, {"x": "y"}),
+    ]
+    assert [o["metadata"]["generation"] for _, o in got] == [1, 1, 2, 2, 2]

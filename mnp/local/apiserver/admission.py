@@ -16,7 +16,7 @@ from mnp.local.apiserver import builtin_fields
 from mnp.local.apiserver import schema as structural
 from mnp.local.apiserver.catalog import ResourceType
 from mnp.local.apiserver.errors import StatusError, invalid
-from mnp.local.apiserver.values import json_copy
+from mnp.local.apiserver.values import json_copy, json_copy_sharing_strings
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -245,9 +245,10 @@ def spec_part(t: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate_custom(
-    t: ResourceType, obj: dict[str, Any], validation: str
+    t: ResourceType, obj: dict[str, Any], validation: str, validated: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], list[str]]:
-    """Prune and validate an object; returns it with the warnings for `fieldValidation=Warn`."""
+    """Prune and validate an object the caller gives up; returns it with the warnings for
+    `fieldValidation=Warn`. `validated`: the stored object, when this schema validated it (ratcheting)."""
     if t.builtin:
         unknown = builtin_fields.prune_unknown(t.plural, obj)
         if unknown and validation == "Strict":
@@ -258,7 +259,7 @@ def validate_custom(
     if not t.schema:
         return obj, []
     name = (obj.get("metadata") or {}).get("name") or (obj.get("metadata") or {}).get("generateName", "")
-    pruned, found = structural.check(t.schema, obj)
+    pruned, found = structural.check(t.schema, obj, validated)
     if found.unknown and validation == "Strict":
         listed = ", ".join(f'unknown field "{u}"' for u in found.unknown)
         raise StatusError(400, f"strict decoding error: {listed}")
@@ -281,12 +282,12 @@ def copy_server_metadata(old: dict[str, Any], new: dict[str, Any]) -> None:
         "name",
     ):
         if key in om:
-            nm[key] = json_copy(om[key])
+            nm[key] = json_copy_sharing_strings(om[key])
         else:
             nm.pop(key, None)
     nm.pop("selfLink", None)
     if "managedFields" not in nm and "managedFields" in om:
-        nm["managedFields"] = json_copy(om["managedFields"])
+        nm["managedFields"] = json_copy_sharing_strings(om["managedFields"])
 
 
 # Built-in Time fields (RFC 3339, whole seconds) and MicroTime fields (six fractional digits); the real

@@ -28,8 +28,8 @@ from mnp.local.apiserver.errors import (
     not_found,
 )
 from mnp.local.apiserver.selectors import FieldSelector, LabelSelector
-from mnp.local.apiserver.storage import ObjectTooLarge, Storage
-from mnp.local.apiserver.values import json_copy
+from mnp.local.apiserver.storage import ObjectTooLarge, Storage, StoreKey
+from mnp.local.apiserver.values import json_copy, json_copy_sharing_strings
 from mnp.local.apiserver.watch import Event, WatchHub
 
 Clock = Callable[[], datetime.datetime]
@@ -55,6 +55,8 @@ CREATE_ON_UPDATE = frozenset(
     {"leases", "events", "roles", "rolebindings", "clusterroles", "clusterrolebindings"}
 )
 PODS = ("", "pods")
+# How many objects' validating schema is remembered for ratcheting (the most recently written ones).
+VALIDATED_MAX = 8192
 PATCH_TYPES = (
     "application/merge-patch+json",
     "application/json-patch+json",
@@ -94,6 +96,9 @@ class Store:
         self.hub = hub
         self.clock = clock
         self.lock = threading.RLock()
+        # (key, namespace, name) → (resourceVersion, schema): the stored version of that object came
+        # from a write this schema validated (see `_validated_base`).
+        self._validated: dict[tuple[StoreKey, str, str], tuple[str, dict[str, Any]]] = {}
         # Imported here: lifecycle needs the Store type and is only ever used through it.
         from mnp.local.apiserver.lifecycle import Lifecycle
 
@@ -189,12 +194,16 @@ class Store:
                 obj, warnings = adm.validate_custom(t, obj, opts.field_validation)
                 opts.warnings.extend(warnings)
             obj = self.lifecycle.before_create(t, obj)
-            return self.view(t, self.write(t, None, obj, opts))
+            stored = self.write(t, None, obj, opts)
+            self._note_validated(t, stored, obj, opts)
+            return self.view(t, stored)
 
     def _body(self, t: ResourceType, ns: str, body: Any) -> dict[str, Any]:
+        """The request body as the object to write; the store takes it over (callers pass a freshly
+        decoded or built body and do not use it again), so it is not copied."""
         if not isinstance(body, dict):
             raise StatusError(400, "the body of the request could not be decoded as an object")
-        obj = json_copy(body)
+        obj = body
         if events.is_new_api(t.group, t.plural):
             obj = {**events.to_core(obj), "apiVersion": obj.get("apiVersion"), "kind": obj.get("kind")}
         if not isinstance(obj.get("metadata", {}), dict):
@@ -217,6 +226,36 @@ class Store:
                 400, "the namespace of the provided object does not match the namespace sent on the request"
             )
         return obj
+
+    def _owned(self, t: ResourceType, stored: dict[str, Any]) -> dict[str, Any]:
+        """A stored object to build its next version from. Built-in kinds get a deep copy: their
+        admission edits objects in place. A custom resource gets its own top level and metadata and
+        shares the rest, which the schema check replaces rather than edits."""
+        if t.builtin or not isinstance(stored.get("metadata"), dict):
+            return json_copy_sharing_strings(stored)
+        return {**stored, "metadata": json_copy_sharing_strings(stored["metadata"])}
+
+    def _validated_base(self, t: ResourceType, old: dict[str, Any]) -> dict[str, Any] | None:
+        """`old` if this type's current schema validated it as stored, so the schema check need not
+        judge its unchanged fields again; None after a change of the CRD's schema, a write that was not
+        validated (finalizers, garbage collection), a restart, or once forgotten."""
+        meta = _meta(old)
+        seen = self._validated.get((t.store_key, meta.get("namespace", ""), meta.get("name", "")))
+        if seen is None or seen[1] is not t.schema or seen[0] != meta.get("resourceVersion"):
+            return None
+        return old
+
+    def _note_validated(
+        self, t: ResourceType, stored: dict[str, Any], validated: dict[str, Any], opts: WriteOptions
+    ) -> None:
+        if t.builtin or not t.schema or opts.dry_run or stored is not validated:
+            return
+        meta = _meta(stored)
+        key = (t.store_key, meta.get("namespace", ""), meta.get("name", ""))
+        self._validated.pop(key, None)
+        self._validated[key] = (meta.get("resourceVersion", ""), t.schema)
+        if len(self._validated) > VALIDATED_MAX:
+            del self._validated[next(iter(self._validated))]
 
     # --- update ------------------------------------------------------------------------------
     def update(
@@ -257,7 +296,7 @@ class Store:
         elif rv != _meta(old).get("resourceVersion"):
             raise conflict(t.group, t.plural, name)
         if sub == "status":
-            new = json_copy(old)
+            new = self._owned(t, old)
             if "status" in obj:
                 new["status"] = obj["status"]
             else:
@@ -267,14 +306,16 @@ class Store:
             adm.copy_server_metadata(old, new)
             if t.status:
                 if "status" in old:
-                    new["status"] = json_copy(old["status"])
+                    new["status"] = json_copy(old["status"]) if t.builtin else old["status"]
                 else:
                     new.pop("status", None)
             adm.check_metadata(t, new)
         if events.is_new_api(t.group, t.plural):
             new = events.to_core(new)
         new["apiVersion"], new["kind"] = t.storage_api_version
-        new, warnings = adm.validate_custom(t, new, opts.field_validation)
+        new, warnings = adm.validate_custom(
+            t, new, opts.field_validation, None if t.builtin else self._validated_base(t, old)
+        )
         opts.warnings.extend(warnings)
         if t.builtin:
             adm.normalize_times(new)
@@ -291,7 +332,9 @@ class Store:
             and t.plural != "namespaces"
         ):
             return self.view(t, self.write(t, old, None, opts))
-        return self.view(t, self.write(t, old, new, opts))
+        stored = self.write(t, old, new, opts)
+        self._note_validated(t, stored, new, opts)
+        return self.view(t, stored)
 
     # --- patch -------------------------------------------------------------------------------
     def patch(
@@ -313,7 +356,9 @@ class Store:
                 return self._apply(t, ns, name, old, body, sub, opts)
             if old is None:
                 raise not_found(t.group, t.plural, name)
-            current = self.view(t, json_copy(old))
+            # A merge patch builds new containers where it changes something and never edits its
+            # target (strategic merge, for built-in kinds only, gets the deep copy they all get).
+            current = self.view(t, self._owned(t, old))
             if content_type == "application/json-patch+json":
                 patched = patches.json_patch(current, body)
             elif content_type == "application/merge-patch+json":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import marshal
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -63,29 +64,55 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def check(schema: dict[str, Any], obj: dict[str, Any]) -> tuple[dict[str, Any], Findings]:
-    """Validate, default and prune a custom resource; returns the pruned copy and what was found."""
+def check(
+    schema: dict[str, Any], obj: dict[str, Any], validated: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], Findings]:
+    """Validate, default and prune a custom resource; returns it pruned and defaulted, and what was
+    found. The result is built from `obj`'s own containers where it can: the caller gives `obj` up.
+
+    `validated` is the stored object when this same schema validated it: a top-level field equal to
+    its value there, with the same JSON types, is not judged again (Kubernetes' validation ratcheting:
+    unchanged values are not re-validated) and the result shares that already pruned and defaulted
+    value.
+    """
     found = Findings()
-    out = json_copy(obj)
     props = schema.get("properties") or {}
-    for key in list(out):
+    out: dict[str, Any] = {}
+    for key, given in obj.items():
         if key in ("apiVersion", "kind", "metadata"):
+            out[key] = given
             continue
-        if key in props:
-            value = _node(props[key], out[key], key, found, structural=True)
-            if value is _DROP:
-                del out[key]
+        sub = props.get(key)
+        if sub is None:
+            if schema.get("x-kubernetes-preserve-unknown-fields"):
+                out[key] = given
             else:
-                out[key] = value
-        elif not schema.get("x-kubernetes-preserve-unknown-fields"):
-            found.unknown.append(key)
-            del out[key]
+                found.unknown.append(key)
+            continue
+        if validated is not None and key in validated and _unchanged(validated[key], given):
+            out[key] = validated[key]
+            continue
+        value = _node(sub, given, key, found, structural=True)
+        if value is not _DROP:
+            out[key] = value
     _apply_defaults(schema, out)
     for req in schema.get("required") or []:
         if req not in out:
             found.errors.append((req, "Required value"))
     _value_checks(schema, out, "", found)
     return out, found
+
+
+def _unchanged(stored: Any, given: Any) -> bool:
+    """Equal with the same JSON types: 1, 1.0 and true are equal in Python but not to a schema."""
+    if stored is given:
+        return True
+    if stored != given:
+        return False
+    try:
+        return marshal.dumps(stored, 2) == marshal.dumps(given, 2)  # bool, int and float tagged apart
+    except ValueError:
+        return False
 
 
 class _Drop:
@@ -104,17 +131,33 @@ def _apply_defaults(schema: dict[str, Any], obj: dict[str, Any]) -> None:
 # Flat objects (every value a string, number or bool) that validated clean, by (schema, content): the
 # same peers, ports and conditions recur in many objects, and a PodNetworkRuleset has hundreds. The
 # schema object is kept in the entry (so its id is not reused while the entry lives) and compared.
-_FlatKey = tuple[int, bool, tuple[tuple[str, type, Any], ...]]
+_FlatKey = tuple[int, bool, tuple[tuple[str, Any], ...], tuple[type, ...]]
 _FLAT_CLEAN: dict[_FlatKey, tuple[dict[str, Any], dict[str, Any]]] = {}
 _FLAT_CLEAN_MAX = 1 << 15
-_SCALARS = (str, int, float, bool)
+_SCALARS = frozenset({str, int, float, bool})
+
+
+def _flat_key(schema: dict[str, Any], value: Any, structural: bool) -> _FlatKey | None:
+    if type(value) is not dict or not value:
+        return None
+    types = tuple(map(type, value.values()))
+    if not _SCALARS.issuperset(types):
+        return None
+    # The types are part of the key: 1, 1.0 and True are equal, but only one is an integer.
+    return (id(schema), structural, tuple(value.items()), types)
+
+
+def _remembered(schema: dict[str, Any], value: Any, structural: bool) -> dict[str, Any] | None:
+    """A copy of what a flat object that validated clean under this schema came out as, if known."""
+    key = _flat_key(schema, value, structural)
+    hit = _FLAT_CLEAN.get(key) if key is not None else None
+    return dict(hit[1]) if hit is not None and hit[0] is schema else None
 
 
 def _node(schema: dict[str, Any], value: Any, path: str, found: Findings, structural: bool) -> Any:
-    if type(value) is not dict or not value or not all(type(v) in _SCALARS for v in value.values()):
+    key = _flat_key(schema, value, structural)
+    if key is None:
         return _node_once(schema, value, path, found, structural)
-    # The type is part of the key: 1, 1.0 and True are equal, but only one is an integer.
-    key = (id(schema), structural, tuple((k, type(v), v) for k, v in value.items()))
     hit = _FLAT_CLEAN.get(key)
     if hit is not None and hit[0] is schema:
         return dict(hit[1])
@@ -156,7 +199,9 @@ def _node_once(schema: dict[str, Any], value: Any, path: str, found: Findings, s
         if isinstance(items, dict):
             new = []
             for n, item in enumerate(value):
-                v = _node(items, item, f"{path}[{n}]", found, structural)
+                v = _remembered(items, item, structural)  # before making the path: most items hit
+                if v is None:
+                    v = _node(items, item, f"{path}[{n}]", found, structural)
                 if v is not _DROP:
                     new.append(v)
             value = new
