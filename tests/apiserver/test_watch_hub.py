@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -69,3 +70,12 @@ def test_dropping_and_closing_wake_every_watcher() -> None:
     assert got == [None, None]
     hub.close()
     assert hub.after(WIDGETS, 0, 5.0, hub.drops) is None
+
+
+def test_a_watch_line_made_from_the_stored_json_is_the_line_of_the_object() -> None:
+    from mnp.local.apiserver.watchstream import _line, _wrap
+
+    obj = {"metadata": {"name": 'é\u2028"x"', "labels": {"a": "b"}}, "spec": {"n": 1.5, "t": True, "z": None}}
+    body = json.dumps(obj, separators=(",", ":")).encode()
+    for kind in ("ADDED", "MODIFIED", "DELETED"):
+        assert _wrap(kind, body) == _line(kind, obj)

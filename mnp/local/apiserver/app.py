@@ -264,7 +264,7 @@ class App:
         headers = {}
         if opts.warnings:
             headers["Warning"] = ", ".join('299 - "{}"'.format(w.replace('"', '\\"')) for w in opts.warnings)
-        return Response(code, obj, headers=headers)
+        return Response(code, self.store.encoded(obj) or obj, headers=headers)
 
     def _one(self, t: ResourceType, obj: dict[str, Any], accept: str, q: dict[str, str]) -> Response:
         ttype = _table_type(accept)

@@ -57,6 +57,7 @@ CREATE_ON_UPDATE = frozenset(
 PODS = ("", "pods")
 # How many objects' validating schema is remembered for ratcheting (the most recently written ones).
 VALIDATED_MAX = 8192
+BODIES_KEPT = 64  # written objects whose JSON is kept for their answers (one per request in flight)
 PATCH_TYPES = (
     "application/merge-patch+json",
     "application/json-patch+json",
@@ -99,6 +100,8 @@ class Store:
         # (key, namespace, name) → (resourceVersion, schema): the stored version of that object came
         # from a write this schema validated (see `_validated_base`).
         self._validated: dict[tuple[StoreKey, str, str], tuple[str, dict[str, Any]]] = {}
+        # id → (object, its JSON) of the last objects written, so answers need not encode them again.
+        self._bodies: dict[int, tuple[dict[str, Any], bytes]] = {}
         # Imported here: lifecycle needs the Store type and is only ever used through it.
         from mnp.local.apiserver.lifecycle import Lifecycle
 
@@ -132,6 +135,11 @@ class Store:
         items.sort(key=lambda o: (_meta(o).get("namespace", ""), _meta(o).get("name", "")))
         return items, rv
 
+    def encoded(self, obj: dict[str, Any]) -> bytes | None:
+        """obj's compact JSON if it is one of the objects just written (as stored), else None."""
+        kept = self._bodies.get(id(obj))
+        return kept[1] if kept is not None and kept[0] is obj else None
+
     # --- the one write path ------------------------------------------------------------------
     def write(
         self,
@@ -159,11 +167,15 @@ class Store:
         assert stored is not None
         stored["metadata"]["resourceVersion"] = str(rv)
         try:
-            self.storage.commit(rv, [(t.store_key, ns, name, new)])
+            (body,) = self.storage.commit(rv, [(t.store_key, ns, name, new)])
         except ObjectTooLarge:
             raise StatusError(413, "etcdserver: request is too large", "RequestEntityTooLarge") from None
+        if body is not None:
+            self._bodies[id(stored)] = (stored, body)
+            if len(self._bodies) > BODIES_KEPT:
+                del self._bodies[next(iter(self._bodies))]
         kind = event or ("DELETED" if new is None else "ADDED" if old is None else "MODIFIED")
-        self.hub.publish(Event(rv, kind, t.store_key, ns, stored, old))
+        self.hub.publish(Event(rv, kind, t.store_key, ns, stored, old, body=body))
         self.lifecycle.after_write(t, old, new)
         return stored
 

@@ -110,8 +110,11 @@ class Storage:
     def count(self) -> int:
         return sum(len(v) for v in self._objects.values())
 
-    def commit(self, rv: int, changes: list[tuple[StoreKey, str, str, dict[str, Any] | None]]) -> None:
-        """Store (key, ns, name, object or None for removal) changes at resourceVersion rv, atomically.
+    def commit(
+        self, rv: int, changes: list[tuple[StoreKey, str, str, dict[str, Any] | None]]
+    ) -> list[bytes | None]:
+        """Store (key, ns, name, object or None for removal) changes at resourceVersion rv, atomically;
+        returns each object's compact JSON as written (None for a removal), for answers to reuse.
 
         The objects themselves are kept, not copies: from here on nobody may change them (what `get`
         returns is shared the same way). Their keys are interned where they were decoded.
@@ -121,7 +124,7 @@ class Storage:
             if obj is None:
                 rows.append((grp, res, ns, name, None, "", None))
                 continue
-            text = json.dumps(obj, separators=(",", ":"))
+            text = json.dumps(obj, separators=(",", ":"), check_circular=False)
             if len(text) > MAX_OBJECT_BYTES:
                 raise ObjectTooLarge(len(text))
             uid, owner_uids = _uids(obj)
@@ -154,6 +157,7 @@ class Storage:
                     bucket.pop((ns, name), None)
                 else:
                     bucket[(ns, name)] = obj
+        return [None if body is None else body.encode() for _, _, _, _, body, _, _ in rows]
 
     def close(self) -> None:
         with self._io:

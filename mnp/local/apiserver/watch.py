@@ -26,6 +26,7 @@ class Event:
     old: dict[str, Any] | None
     # Encoded watch lines of `obj`, shared by every watcher that sends it unchanged (type → line).
     lines: dict[str, bytes] = field(default_factory=dict, compare=False)
+    body: bytes | None = field(default=None, compare=False)  # `obj` as compact JSON, when known
 
 
 class TooOld(Exception):

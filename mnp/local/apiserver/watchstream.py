@@ -106,6 +106,11 @@ def _line(kind: str, obj: dict[str, Any]) -> bytes:
     return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
 
 
+def _wrap(kind: str, body: bytes) -> bytes:
+    """_line(kind, obj) from obj's compact JSON."""
+    return b'{"type":"%s","object":%s}\n' % (kind.encode(), body)
+
+
 def _expired(rv: int, oldest: int) -> bytes:
     status = status_body(410, f"too old resource version: {rv} ({oldest})", "Expired")
     return _line("ERROR", status)
@@ -171,7 +176,8 @@ def watch_stream(app: App, wr: WatchRequest) -> Iterator[bytes]:
             if obj is ev.obj and not wr.table_type and store.view(t, obj) is obj:
                 line = ev.lines.get(kind)
                 if line is None:
-                    line = ev.lines[kind] = _line(kind, obj)  # a benign race: equal bytes either way
+                    # A benign race: equal bytes either way.
+                    line = ev.lines[kind] = _line(kind, obj) if ev.body is None else _wrap(kind, ev.body)
                 yield line
             else:
                 yield encode(kind, obj)
