@@ -194,12 +194,21 @@ class Agent:
             await self.rulesets.synced.wait()
             await self.pods.synced.wait()
             await asyncio.to_thread(self._remove_unasked_tables)
-            self._initial = {object_key(r) for r in self.rulesets.items()}
-            for key in sorted(self._initial):
+            asked = {object_key(r) for r in self.rulesets.items()}
+            for key in sorted(asked):  # enforcing comes first
                 self.queue.add(key)
+            # Then the running pods without a ruleset, whose netns is learnt ahead: ready means every
+            # pod of the node was seen, so a policy that comes next pays no runtime lookups.
+            rest = {object_key(p) for p in self.pods.items() if _phase(p) == "Running"} - asked
+            for key in sorted(rest):
+                self.queue.add(key, POD_CHANGED)
+            self._initial = asked | rest
             if not self._initial:
                 self.ready.set()
-            log.info("agent synced its watches", extra={"node": self.node, "rulesets": len(self._initial)})
+            log.info(
+                "agent synced its watches",
+                extra={"node": self.node, "rulesets": len(asked), "pods_without_ruleset": len(rest)},
+            )
             tasks += [asyncio.create_task(self._worker(i)) for i in range(self.config.workers)]
             tasks.append(asyncio.create_task(self._resync()))
             await asyncio.gather(*tasks)
@@ -236,7 +245,7 @@ class Agent:
                 self._initial.discard(key)
                 if not self._initial and not self.ready.is_set():
                     self.ready.set()
-                    log.info("first sync of every ruleset done", extra={"node": self.node})
+                    log.info("first sync of every ruleset and pod done", extra={"node": self.node})
                 self.metrics.set_rulesets(len(self.rulesets.items()))
 
     def _remove_unasked_tables(self) -> None:

@@ -342,11 +342,11 @@ def _base_chain_handles(c: LocalCluster, pod: str) -> str:
 
 def _restart(agents: Agents, c: LocalCluster, node: str) -> None:
     agents.kill(node)
-    before = agents.log(node).count("first sync of every ruleset done")
+    before = agents.log(node).count("first sync of every ruleset and pod done")
     agents.start(node)
     c.wait_for(
         "the restarted agent's first sync",
-        lambda: agents.log(node).count("first sync of every ruleset done") > before,
+        lambda: agents.log(node).count("first sync of every ruleset and pod done") > before,
     )
 
 
@@ -409,19 +409,40 @@ ON_DEMAND = 'mnp_agent_netns_lookups_total{when="on-demand"}'
 def test_a_first_ruleset_is_applied_without_asking_the_runtime_on_its_way(
     env: tuple[LocalCluster, Agents],
 ) -> None:
-    """The agent learns a running pod's netns when the pod changes, before any ruleset: a new
-    policy's rulesets then cost no runtime round trip each (a burst of them is no burst of CRI calls)."""
+    """The agent knows a running pod's netns before any ruleset (learnt when the pod changed, or kept
+    when its last ruleset went): a new policy's rulesets then cost no runtime round trip each (a
+    burst of them is no burst of CRI calls)."""
     c, agents = env
     c.kubectl("delete", "pnr", "--all")
     c.wait_for("no ruleset left", lambda: not c.kubectl("get", "pnr", "-o", "name").stdout.strip())
     c.wait_for("the table of srv to go", lambda: reaches(c, "other"))
-    assert _metric(agents, "node-1", AHEAD) >= 1  # srv was running before: its netns was learnt
     before = _metric(agents, "node-1", ON_DEMAND)
     c.apply(compile_rulesets(c, policy(["cli"])))
     assert condition(applied(c))["status"] == "True"
     assert _metric(agents, "node-1", ON_DEMAND) == before
     assert reaches(c, "cli") and not reaches(c, "other")
     c.kubectl("delete", "pnr", "srv")
+
+
+def test_a_restarted_agent_is_ready_only_once_it_has_seen_every_running_pod_of_its_node(
+    env: tuple[LocalCluster, Agents],
+) -> None:
+    """node-2 runs cli and other, without rulesets: /readyz answers only after both netns were learnt."""
+    c, agents = env
+    agents.kill("node-2", signal.SIGTERM)
+    agents.start("node-2")
+    url = f"http://127.0.0.1:{agents.ports['node-2']}/readyz"
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    c.wait_for("the restarted agent on node-2 to be ready", ready)
+    assert _metric(agents, "node-2", AHEAD) >= 2
+    assert _metric(agents, "node-2", ON_DEMAND) == 0
 
 
 def test_a_netns_learnt_ahead_that_has_gone_since_is_not_used(env: tuple[LocalCluster, Agents]) -> None:
