@@ -14,7 +14,7 @@ from mnp.local.apiserver import admission as adm
 from mnp.local.apiserver.catalog import ResourceType, crd_types
 from mnp.local.apiserver.errors import StatusError, invalid, not_found
 from mnp.local.apiserver.storage import ObjKey, StoreKey
-from mnp.local.apiserver.values import json_copy
+from mnp.local.apiserver.values import json_copy_sharing_strings
 
 if TYPE_CHECKING:
     from mnp.local.apiserver.objects import Store, WriteOptions
@@ -210,7 +210,7 @@ class Lifecycle:
         refs = _meta(obj).get("ownerReferences") or []
         alive = [r for r in refs if r.get("uid") != owner_uid and r.get("uid") in self.uids]
         if alive:
-            new = json_copy(obj)
+            new = json_copy_sharing_strings(obj)
             new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != owner_uid]
             self.store.write(dt, obj, new, opts)
         elif not _meta(obj).get("deletionTimestamp"):
@@ -226,7 +226,7 @@ class Lifecycle:
             return
         from mnp.local.apiserver.objects import WriteOptions
 
-        new = json_copy(owner)
+        new = json_copy_sharing_strings(owner)
         new["metadata"]["finalizers"] = [f for f in _meta(owner)["finalizers"] if f != FOREGROUND]
         in_grace = bool(_meta(owner).get("deletionGracePeriodSeconds"))  # a pod its kubelet still runs
         self.store.write(
@@ -256,7 +256,7 @@ class Lifecycle:
             return self.store.write(t, old, None, opts)
         if meta.get("deletionTimestamp") and finalizers == meta.get("finalizers") and pending is None:
             return old
-        new = json_copy(old)
+        new = json_copy_sharing_strings(old)
         if finalizers:
             new["metadata"]["finalizers"] = finalizers
         if isinstance(pending, tuple):
@@ -318,7 +318,7 @@ class Lifecycle:
             return
         from mnp.local.apiserver.objects import WriteOptions
 
-        new = json_copy(obj)
+        new = json_copy_sharing_strings(obj)
         new["metadata"]["ownerReferences"] = [
             r for r in _meta(obj).get("ownerReferences") or [] if r.get("uid") != owner_uid
         ]
@@ -340,7 +340,7 @@ class Lifecycle:
     def _delete_namespace(self, t: ResourceType, old: dict[str, Any], opts: WriteOptions) -> dict[str, Any]:
         if _meta(old).get("deletionTimestamp"):
             return old
-        new = json_copy(old)
+        new = json_copy_sharing_strings(old)
         new["metadata"]["deletionTimestamp"] = adm.timestamp(self.store.clock())
         new["metadata"]["deletionGracePeriodSeconds"] = 0
         new.setdefault("status", {})["phase"] = "Terminating"

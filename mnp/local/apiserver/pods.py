@@ -10,7 +10,7 @@ from mnp.local.apiserver import admission as adm
 from mnp.local.apiserver.catalog import ResourceType
 from mnp.local.apiserver.errors import StatusError, conflict, invalid, not_found
 from mnp.local.apiserver.objects import Store, WriteOptions
-from mnp.local.apiserver.values import json_copy
+from mnp.local.apiserver.values import json_copy_sharing_strings
 
 
 def bind(store: Store, t: ResourceType, ns: str, name: str, body: Any) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def bind(store: Store, t: ResourceType, ns: str, name: str, body: Any) -> dict[s
         current = (old.get("spec") or {}).get("nodeName")
         if current:
             raise conflict("", "pods/binding", name, f'pod {name} is already assigned to node "{current}"')
-        new = json_copy(old)
+        new = json_copy_sharing_strings(old)
         new.setdefault("spec", {})["nodeName"] = node
         _mark_scheduled(new, adm.timestamp(store.clock()))
         store.write(t, old, new, WriteOptions())
