@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
 from mnp.local.apiserver.schema import check
+from tests.apiserver.test_values import all_keys
 
 PORT = {
     "type": "object",
@@ -60,3 +63,18 @@ def test_a_field_as_validated_is_taken_over_and_any_other_is_judged() -> None:
     for changed in ({"protocol": "TCP", "port": 80.0}, {"protocol": "TCP", "port": 0}, {"protocol": "SCTP"}):
         _, found = check(SCHEMA, _ports(changed), validated=stored)
         assert found.errors, changed
+
+
+def test_what_the_check_keeps_has_interned_keys_at_every_level() -> None:
+    schema = {
+        **SCHEMA,
+        "properties": {
+            **SCHEMA["properties"],
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        },
+    }
+    text = '{"metadata": {"name": "a", "labels": {"k1": "v"}}, "spec": {"ports": [{"protocol": "TCP", "port": 1}]}, "free": {"deep": [{"k2": 1}]}}'
+    out, found = check(schema, json.loads(text))
+    assert not found.errors and not found.unknown
+    assert out == json.loads(text)
+    assert all(k is sys.intern(k) for k in all_keys(out))

@@ -1,12 +1,16 @@
-"""json_copy: a deep copy of JSON values, independent of the original."""
+"""json_copy: a deep copy of JSON values, independent of the original; decoding with interned keys."""
 
 from __future__ import annotations
 
 import copy
 import datetime
 import enum
+import json
+import sys
 
-from mnp.local.apiserver.values import json_copy
+import yaml
+
+from mnp.local.apiserver.values import intern_keys, json_copy, loads_interned
 
 
 def test_json_copy_equals_the_original_and_shares_no_container_with_it() -> None:
@@ -63,3 +67,27 @@ def test_json_copy_keeps_subclasses_and_values_marshal_refuses() -> None:
     assert copied == original
     assert type(copied["port"]) is Port and type(copied["name"]) is Name and copied["since"] == when
     assert copied["nested"][0] is not original["nested"][0]
+
+
+def all_keys(value: object) -> list[str]:
+    """Every dict key in a decoded value, at every depth."""
+    if isinstance(value, dict):
+        return [k for k, v in value.items() for k in (k, *all_keys(v))]
+    if isinstance(value, list):
+        return [k for v in value for k in all_keys(v)]
+    return []
+
+
+def test_decoded_keys_are_interned_and_values_equal_plain_decoding() -> None:
+    text = '{"metadata": {"name": "a", "labels": {"mnp.dev/node": "n1"}}, "spec": {"peers": [{"cidr": "x"}], "z": 1}}'
+    decoded = loads_interned(text)
+    assert decoded == json.loads(text) and list(decoded["spec"]) == ["peers", "z"]
+    assert all(k is sys.intern(k) for k in all_keys(decoded))
+
+
+def test_intern_keys_unshares_yaml_anchors_and_keeps_other_keys() -> None:
+    decoded = yaml.safe_load("a: &x {k: [1]}\nb: *x\n2: two\n")
+    assert decoded["a"] is decoded["b"]
+    copied = intern_keys(decoded)
+    assert copied == decoded and copied["a"] is not copied["b"] and copied[2] == "two"
+    assert all(k is sys.intern(k) for k in all_keys(copied) if isinstance(k, str))

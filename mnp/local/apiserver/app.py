@@ -209,16 +209,19 @@ class App:
         if opts.field_validation not in ("", "Strict", "Warn", "Ignore"):
             raise StatusError(400, f"Invalid fieldValidation value: {opts.field_validation}")
         accept = req.headers.get("Accept") or ""
+        # Whether to intern a body's keys as it is decoded: a custom resource's schema check does it
+        # for what it keeps (in one pass it makes anyway).
+        keys = t.builtin or not t.schema
         if verb in ("list", "watch"):
             return self._list_or_watch(t, route, req, verb == "watch", accept)
         if verb == "get":
             obj = self.store.get(t, ns, route.name)
             return self._one(t, obj, accept, req.query)
         if verb == "create":
-            obj = self.store.create(t, ns, _json(req), opts)
+            obj = self.store.create(t, ns, _json(req, keys), opts)
             return self._written(201, obj, opts)
         if verb == "update":
-            obj, created = self.store.update(t, ns, route.name, _json(req), route.sub, opts)
+            obj, created = self.store.update(t, ns, route.name, _json(req, keys), route.sub, opts)
             return self._written(201 if created else 200, obj, opts)
         if verb == "patch":
             ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip()
@@ -229,7 +232,7 @@ class App:
                     f"types include: {', '.join(PATCH_TYPES)}",
                     "UnsupportedMediaType",
                 )
-            body = _yaml(req) if ctype == "application/apply-patch+yaml" else _json(req)
+            body = _yaml(req) if ctype == "application/apply-patch+yaml" else _json(req, keys)
             obj, created = self.store.patch(t, ns, route.name, ctype, body, route.sub, opts)
             return self._written(201 if created else 200, obj, opts)
         if verb == "delete":
@@ -363,7 +366,8 @@ def _verb(req: Request, route: Route) -> str:
     )
 
 
-def _json(req: Request) -> Any:
+def _json(req: Request, intern: bool = True) -> Any:
+    """The JSON (or YAML, or protobuf) body; its keys interned (see values) unless told not to."""
     ctype = (req.headers.get("Content-Type") or "application/json").split(";")[0].strip()
     if ctype == "application/vnd.kubernetes.protobuf":
         from mnp.local.apiserver.protobuf import decode
@@ -379,7 +383,7 @@ def _json(req: Request) -> Any:
     if ctype == "application/yaml":
         return _yaml(req)
     try:
-        return loads_interned(req.body or b"null")
+        return loads_interned(req.body or b"null") if intern else json.loads(req.body or b"null")
     except ValueError as e:
         raise StatusError(400, f"the object provided is unrecognized: {e}") from None
 

@@ -11,11 +11,12 @@ import datetime
 import json
 import marshal
 import re
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from mnp.local.apiserver.values import json_copy
+from mnp.local.apiserver.values import intern_keys, json_copy
 
 _TYPES = {
     "object": dict,
@@ -68,7 +69,8 @@ def check(
     schema: dict[str, Any], obj: dict[str, Any], validated: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], Findings]:
     """Validate, default and prune a custom resource; returns it pruned and defaulted, and what was
-    found. The result is built from `obj`'s own containers where it can: the caller gives `obj` up.
+    found. The result is built from `obj`'s own containers where it can (the caller gives `obj` up),
+    with interned keys, as stored objects have them.
 
     `validated` is the stored object when this same schema validated it: a top-level field equal to
     its value there, with the same JSON types, is not judged again (Kubernetes' validation ratcheting:
@@ -79,13 +81,15 @@ def check(
     props = schema.get("properties") or {}
     out: dict[str, Any] = {}
     for key, given in obj.items():
+        if type(key) is str:
+            key = sys.intern(key)
         if key in ("apiVersion", "kind", "metadata"):
-            out[key] = given
+            out[key] = intern_keys(given)
             continue
         sub = props.get(key)
         if sub is None:
             if schema.get("x-kubernetes-preserve-unknown-fields"):
-                out[key] = given
+                out[key] = intern_keys(given)
             else:
                 found.unknown.append(key)
             continue
@@ -205,6 +209,8 @@ def _node_once(schema: dict[str, Any], value: Any, path: str, found: Findings, s
                 if v is not _DROP:
                     new.append(v)
             value = new
+        else:
+            value = intern_keys(value)
         _list_type(schema, value, path, found)
     _value_checks(schema, value, path, found)
     return value
@@ -229,7 +235,10 @@ def _object(
     props = schema.get("properties")
     addl = schema.get("additionalProperties")
     preserve = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
-    out: dict[str, Any] = dict(value)
+    try:
+        out: dict[str, Any] = dict(zip(map(sys.intern, value), value.values(), strict=True))
+    except TypeError:  # a key that is not a string (YAML)
+        out = dict(value)
     for key in list(out):
         sub = (props or {}).get(key)
         if sub is None and isinstance(addl, dict):
@@ -240,11 +249,11 @@ def _object(
                 del out[key]
             else:
                 out[key] = v
-        elif key in keep:
-            continue
-        elif structural and not preserve and addl is not True:
+        elif structural and not preserve and addl is not True and key not in keep:
             found.unknown.append(_join(path, key))
             del out[key]
+        else:  # kept as sent: an embedded object's metadata, preserved unknown fields
+            out[key] = intern_keys(out[key])
     if structural:
         _apply_defaults(schema, out)
     for req in schema.get("required") or []:
