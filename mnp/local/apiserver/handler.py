@@ -12,6 +12,7 @@ import logging
 import select
 import socket
 import ssl
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,6 +22,7 @@ from mnp.local.apiserver.errors import StatusError
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 3 * 1024 * 1024  # the real server's request body limit
+_date: list[tuple[int, str]] = [(0, "")]  # (second, its Date header), shared by the connection threads
 
 
 class ApiHTTPServer(ThreadingHTTPServer):
@@ -58,7 +60,19 @@ class Handler(BaseHTTPRequestHandler):
             super().handle()
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("request", extra={"client": self.client_address[0], "line": format % args})
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("request", extra={"client": self.client_address[0], "line": format % args})
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header, formatted once per second rather than once per answer."""
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        now = int(time.time())
+        second, text = _date[0]
+        if second != now:
+            text = super().date_time_string(now)
+            _date[0] = (now, text)
+        return text
 
     def do_GET(self) -> None:
         self._serve("GET")
