@@ -13,8 +13,9 @@ annotation) with `mnp.api.ruleset.ruleset_object`: ingress isolated on net1, one
    is timed from its create's return to the first watch event in which its status has
    observedGeneration == its generation and condition Applied=True (a watch in its own thread and
    event loop, timestamps taken on arrival). Then every ruleset is updated at once (JSON patch of the
-   port 8080 → 8081) and timed the same way from the patch's return. Rate = rulesets / (time from
-   the first request sent to the last Applied) / 2 nodes.
+   port 8080 → 8081) and timed the same way from the patch's return; then one peer is added to every
+   ruleset at once (what a new pod matching the policy does: the agent changes map elements only).
+   Rate = rulesets / (time from the first request sent to the last Applied) / 2 nodes.
 2. Idle: more pods up to `--idle-pods-per-node` per node (as many as run within `--pod-budget` s;
    the rest are deleted), every pod's ruleset written for the whole set of pods and waited Applied;
    then each agent's /proc/PID/stat utime+stime and /proc/PID/status VmRSS are sampled every second
@@ -595,6 +596,13 @@ async def part1(
     patch = [{"op": "replace", "path": "/spec/ingress/rules/0/ports/0/port", "value": PORT_UPDATED}]
     patches = [{"metadata": {"name": p.name}, "patch": patch} for p in everyone]
     what = f"update all {len(objects)} at once (port {PORT} → {PORT_UPDATED})"
+    await measure(client, agents, watch, everyone, patches, "patch", what, out)
+    await asyncio.sleep(2)
+    # What a new pod matching the policy does to every ruleset: one more peer (map elements only).
+    peer = {"cidr": "10.99.0.1/32", "pod": f"{NAMESPACE}/newcomer"}
+    patch = [{"op": "add", "path": "/spec/ingress/rules/0/peers/-", "value": peer}]
+    patches = [{"metadata": {"name": p.name}, "patch": patch} for p in everyone]
+    what = f"one peer added to all {len(objects)} at once"
     await measure(client, agents, watch, everyone, patches, "patch", what, out)
 
 

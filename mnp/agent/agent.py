@@ -8,8 +8,9 @@ so no apply blocks the watches. A sync makes the pod's netns hold exactly what i
 - the netns comes from the finder (CRI sandbox, procfs fallback); a new sandbox means a new netns;
 - an invalid ruleset keeps the table last applied for the pod, or isolates its interfaces if none;
 - a table already right (its listing digest equals that of the rendered table) is left alone, so
-  an agent restart rewrites nothing; a different one is replaced in one transaction that keeps base
-  chains hooked, and read back;
+  an agent restart rewrites nothing; a different one is changed in one transaction and read back:
+  when only peers changed and nothing else committed in the netns since the agent's last apply, by
+  deleting and adding those map elements alone; otherwise replaced, keeping base chains hooked;
 - status is written through the status subresource only when it changes.
 
 A ruleset that goes while its pod lives takes the pod's table with it. At start, tables in pods of
@@ -45,6 +46,7 @@ from mnp.nft.render import (
     render_table_body,
     render_table_replace,
     render_table_swap,
+    render_update,
 )
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,7 @@ class PodTable:
     nft: NetnsNft
     path: str = ""  # the netns file the finder gave
     shape: TableShape | None = None  # of the table as read back after the agent's last apply
+    table: Table | None = None  # what the agent last applied or verified there, for element-only updates
     digest: str | None = None  # listing digest of the table, once it was needed (drift check, adoption)
     applied_hash: str = ""
     applied_at: str | None = None
@@ -461,10 +464,16 @@ class Agent:
                 return "unchanged"
         repaired = known and drift_check
         started = time.monotonic()
-        shape = held.shape
-        if shape is None or held.nft.generation() != held.nft_generation:
-            shape = held.nft.table_shape(self.table_name)  # someone else committed since our read-back
-        text = render_table_swap(table, shape, body=body)
+        untouched = held.nft.generation() == held.nft_generation  # no commit since our read-back
+        # Only map elements changed (peers came or went) and the table is still the one we applied:
+        # those elements alone are deleted and added, in one transaction.
+        text = render_update(held.table, table) if untouched and held.table and not repaired else None
+        how = "elements"
+        if text is None:
+            shape = held.shape if untouched else None
+            if shape is None:
+                shape = held.nft.table_shape(self.table_name)  # someone else committed since our read-back
+            text, how = render_table_swap(table, shape, body=body), "swap"
         try:
             held.nft.apply(text)
         except NftError:
@@ -474,7 +483,7 @@ class Agent:
         generation = held.nft.generation()
         shape = held.nft.table_shape(self.table_name)
         if shape != table.shape():
-            held.shape = None
+            held.shape, held.table = None, None
             raise NftError(f"table inet {self.table_name} read back differs from what was applied")
         held.nft_generation, held.shape = generation, shape
         held.applied_at = now_timestamp()
@@ -483,6 +492,7 @@ class Agent:
             "table repaired" if repaired else "table applied",
             extra={
                 "pod": f"{key[0]}/{key[1]}",
+                "transaction": how,
                 "hash": applied_hash,
                 "rules": held.counts[0],
                 "elements": held.counts[1],
@@ -493,6 +503,7 @@ class Agent:
     @staticmethod
     def _held(held: PodTable, table: Table, applied_hash: str, digest: str | None) -> None:
         held.applied_hash, held.digest, held.counts = applied_hash, digest, table.counts()
+        held.table = table
 
     async def _learn_netns(self, key: Key, uid: str) -> None:
         """Ask the runtime where a running pod without a ruleset has its netns, and keep the answer:

@@ -94,7 +94,7 @@ class Agents:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.ports: dict[str, int] = {}
 
-    def start(self, node: str) -> None:
+    def start(self, node: str, resync_period: float = 2.0) -> None:
         layout = self.cluster.layout
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -105,7 +105,7 @@ class Agents:
                 sys.executable,
                 "-m",
                 "mnp",
-                *agent_args(layout, node),
+                *agent_args(layout, node, resync_period),
                 "--health-address",
                 f"127.0.0.1:{self.ports[node]}",
             ],
@@ -443,6 +443,55 @@ def test_a_restarted_agent_is_ready_only_once_it_has_seen_every_running_pod_of_i
     c.wait_for("the restarted agent on node-2 to be ready", ready)
     assert _metric(agents, "node-2", AHEAD) >= 2
     assert _metric(agents, "node-2", ON_DEMAND) == 0
+
+
+def _last_apply(agents: Agents, node: str, pod: str = "default/srv") -> str:
+    """How the agent's last apply to `pod` changed its table: "elements" or "swap"."""
+    lines = [x for x in agents.log(node).splitlines() if "table applied" in x and f"pod={pod} " in x]
+    assert lines, f"no apply to {pod} logged"
+    return lines[-1].split(" transaction=", 1)[1].split()[0]
+
+
+def test_peers_coming_and_going_change_only_the_map_elements(env: tuple[LocalCluster, Agents]) -> None:
+    """A ruleset whose peers alone changed is applied as `delete element`/`add element` on the table
+    the agent applied. After someone else committed in the pod's netns (here: an element added by
+    hand that lets `other` in) it is a whole swap instead, which drops the foreign element. The
+    agent runs with a long resync period, so no drift check repairs the table in between."""
+    c, agents = env
+    agents.kill("node-1", signal.SIGTERM)
+    agents.start("node-1", resync_period=3600)
+    try:
+        c.apply(compile_rulesets(c, policy(["cli"])))
+        applied(c)
+        assert reaches(c, "cli") and not reaches(c, "other")
+        c.apply(compile_rulesets(c, policy(["cli", "other"])))
+        assert condition(applied(c))["status"] == "True"
+        assert _last_apply(agents, "node-1") == "elements"
+        assert reaches(c, "other") and reaches(c, "cli")
+        c.apply(compile_rulesets(c, policy(["cli"])))
+        assert applied(c)["status"]["elements"] == 1
+        assert _last_apply(agents, "node-1") == "elements"
+        assert reaches(c, "cli") and not reaches(c, "other")
+
+        netns = c.netns_of(c.pod("srv"))
+        nft = ["nsenter", f"--net={netns}", "nft"]
+        listing = subprocess.run(
+            [*nft, "-j", "list", "table", "inet", "mnp"], capture_output=True, text=True, check=True
+        )
+        (vmap,) = [o["map"] for o in json.loads(listing.stdout)["nftables"] if "map" in o]
+        ((address, verdict),) = vmap["elem"]
+        assert address == ADDRESSES["cli"]
+        element = f"{{ {ADDRESSES['other']} : jump {verdict['jump']['target']} }}"
+        subprocess.run([*nft, "add", "element", "inet", "mnp", vmap["name"], element], check=True)
+        assert reaches(c, "other")  # the hand-made element lets it in
+        c.apply(compile_rulesets(c, policy(["cli", "srv"])))
+        applied(c)
+        assert _last_apply(agents, "node-1") == "swap"
+        assert reaches(c, "cli") and not reaches(c, "other")
+    finally:
+        c.kubectl("delete", "pnr", "srv", "--ignore-not-found")
+        agents.kill("node-1", signal.SIGTERM)
+        agents.start("node-1")
 
 
 def test_a_netns_learnt_ahead_that_has_gone_since_is_not_used(env: tuple[LocalCluster, Agents]) -> None:
