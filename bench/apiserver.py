@@ -6,6 +6,7 @@ latency p50/p99 (write sent → event read by a watcher); list of 10,000 objects
 resident memory of the server with 100,000 objects. Prints a markdown table (bench/README.md).
 
     .venv/bin/python bench/apiserver.py [--writes 1000] [--list 10000] [--memory 100000] [--writers 4]
+        [--repo DIR]   (serve from another checkout, e.g. a `git worktree` of an older commit)
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ PNR = "/apis/mnp.dev/v1alpha1"
 
 
 class Server:
-    def __init__(self, directory: Path) -> None:
+    """`mnp local apiserver` in `directory`, run from the source tree `repo` (another revision's
+    checkout, e.g. a `git worktree`, runs that revision: `python -m mnp` finds the package in cwd)."""
+
+    def __init__(self, directory: Path, repo: Path = REPO) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -55,7 +59,7 @@ class Server:
                 "--address",
                 f"127.0.0.1:{self.port}",
             ],
-            cwd=REPO,
+            cwd=repo,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -299,10 +303,11 @@ def main() -> int:
     p.add_argument("--watchers", type=int, default=10)
     p.add_argument("--list", type=int, default=10_000)
     p.add_argument("--memory", type=int, default=100_000)
+    p.add_argument("--repo", type=Path, default=REPO, help="source tree the server runs from")
     args = p.parse_args()
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="mnp-bench-apiserver-") as tmp:
-        server = Server(Path(tmp) / "a")
+        server = Server(Path(tmp) / "a", args.repo.resolve())
         try:
             rows.append(("startup to serving (empty state)", f"{server.startup * 1000:.0f} ms"))
             server.conn().call(
@@ -324,7 +329,7 @@ def main() -> int:
                 rows.append(("state.db size", f"{db.stat().st_size / 1e6:.0f} MB"))
         finally:
             server.stop()
-        again = Server(Path(tmp) / "a")
+        again = Server(Path(tmp) / "a", args.repo.resolve())
         try:
             rows.append(("restart to serving with everything above stored", f"{again.startup * 1000:.0f} ms"))
             rows.append(("RSS right after that restart", f"{again.rss_mb():.0f} MB"))
