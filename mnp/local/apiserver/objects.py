@@ -318,7 +318,7 @@ class Store:
             adm.copy_server_metadata(old, new)
             if t.status:
                 if "status" in old:
-                    new["status"] = json_copy(old["status"]) if t.builtin else old["status"]
+                    new["status"] = json_copy_sharing_strings(old["status"]) if t.builtin else old["status"]
                 else:
                     new.pop("status", None)
             adm.check_metadata(t, new)
@@ -423,14 +423,14 @@ class Store:
                 return structural.list_map_keys(t.schema, names)
 
         now = adm.timestamp(self.clock())
-        config = json_copy(body)
+        config = json_copy_sharing_strings(body)
         config.setdefault("metadata", {})["name"] = name
         if old is None:
             if sub:
                 raise not_found(t.group, t.plural, name)
             merged = ssa.server_side_apply(None, config, opts.field_manager, list_keys, now)
             return self.create(t, ns, merged, opts), True
-        current = self.view(t, json_copy(old))
+        current = self.view(t, json_copy_sharing_strings(old))
         try:
             merged = ssa.server_side_apply(current, config, opts.field_manager, list_keys, now, opts.force)
         except ssa.ApplyConflict as e:
