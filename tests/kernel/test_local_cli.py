@@ -134,6 +134,20 @@ def test_commands_without_a_cluster_say_what_to_do(directory: Path) -> None:
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
+def _mnp_system_state(directory: Path) -> str:
+    """mnp's own pods, their container statuses and the end of their logs: why a wait failed."""
+    out = ["", "== mnp-system pods"]
+    listed = mnp(directory, "get", "pods", "-n", "mnp-system", "-o", "json")
+    for pod in json.loads(listed.stdout or '{"items": []}')["items"]:
+        name = pod["metadata"]["name"]
+        out.append(f"-- {name}: {json.dumps((pod.get('status') or {}).get('containerStatuses'))}")
+        out.append(mnp(directory, "logs", f"mnp-system/{name}").stdout[-2000:])
+        previous = mnp(directory, "logs", "-p", f"mnp-system/{name}")
+        if previous.returncode == 0:
+            out.append(f"-- {name}, previous run:\n{previous.stdout[-2000:]}")
+    return "\n".join(out)
+
+
 def readme_example() -> str:
     text = README.read_text()
     after = text.split("<!-- example.yaml:", 1)[1]
@@ -147,7 +161,7 @@ def test_the_readme_example_is_enforced_by_the_controller_and_agents_deployed_by
     (tmp_path / "example.yaml").write_text(readme_example())
     assert mnp(directory, "apply", "-f", str(tmp_path / "example.yaml")).returncode == 0
     waited = mnp(directory, "wait", "--timeout", "180", timeout=240)
-    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert waited.returncode == 0, waited.stdout + waited.stderr[-3000:] + _mnp_system_state(directory)
     system = json.loads(mnp(directory, "get", "pods", "-n", "mnp-system", "-o", "json").stdout)["items"]
     names = sorted(p["metadata"]["name"] for p in system)
     assert [n.startswith("mnp-agent-") for n in names] == [True, True, False, False], names
