@@ -81,6 +81,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 sys.path.insert(0, str(REPO / "tests" / "kernel"))
 from mnp_e2e import agent_args, nad  # noqa: E402  (the tests' agent command and macvlan NAD)
 
+sys.path.insert(0, str(REPO / "bench"))
+import cpu_share  # noqa: E402
+
 NAD = nad(NETWORK, NAMESPACE)
 
 
@@ -572,7 +575,9 @@ async def measure(
     what: str,
     out: dict[str, Any],
 ) -> None:
-    """One burst of writes timed to Applied: its row, the agents' cost and the span per node in `out`."""
+    """One burst of writes timed to Applied: its row, the agents' cost and the span per node in `out`.
+    The burst starts once the machine is quiet (pods' start-up, an earlier burst's echoes settled)."""
+    await cpu_share.settled()
     before = snapshot(agents)
     burst = await write_all(client, objects, write)
     await wait_applied(watch, burst)

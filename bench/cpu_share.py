@@ -7,7 +7,9 @@ latency figure alone cannot tell a slow component from a starved one.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,13 +25,14 @@ GROUPS = (
     "shim",
     "bench",
     "pods",
+    "kernel",
     "other",
 )
 
 
 def _group(argv: list[str]) -> str:
     if not argv:
-        return "other"
+        return "kernel"  # kernel threads: netns teardown, softirqs, reclaim
     head = " ".join(argv[:5])
     if "mnp" in head:
         for name in ("apiserver", "kubelet", "workloads", "controller", "agent"):
@@ -71,6 +74,25 @@ def spent(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, floa
     for pid, (group, seconds) in after.items():
         totals[group] += seconds - before.get(pid, (group, 0.0))[1]
     return totals
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy since boot (all CPUs, /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / HZ
+
+
+async def settled(limit: float = 0.25, timeout: float = 30.0) -> float:
+    """Wait until the machine used under `limit` of one CPU over half a second (earlier work such as a
+    previous cluster's namespace teardown, done by kernel threads, has ended); the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        before = busy_seconds()
+        await asyncio.sleep(0.5)
+        if busy_seconds() - before < limit * 0.5:
+            break
+    return time.monotonic() - started
 
 
 @contextmanager

@@ -7,7 +7,9 @@ Running. Then one MultiNetworkPolicy selecting all of them (ingress from the sam
 is created, and each pod is timed from the policy's create being sent to the first event of a watch
 on the rulesets (stamped on arrival) in which its PodNetworkRuleset carries the policy's port (the
 controller wrote it) and to the first in which it is also Applied at its generation (the agent applied
-it). Then the policy is edited (port 8080 → 8081) and timed the same way. Prints a markdown table.
+it). Then the policy is edited (port 8080 → 8081) and timed the same way. Each window opens once the
+machine is quiet (under a quarter of a CPU busy over half a second). Prints a markdown table of the
+latencies and one of the CPU seconds each kind of process spent in each window (bench/cpu_share.py).
 
     .venv/bin/python bench/policy_e2e.py [--pods 200]
 """
@@ -162,12 +164,14 @@ async def _measure(layout: Layout, pods: int) -> tuple[Rows, CpuRows]:
         watching = asyncio.create_task(informer.run())
         try:
             await informer.synced.wait()
-            await asyncio.sleep(2)  # the pods' start-up work settles before the window opens
+            # Each window opens on a quiet machine: the pods' start-up work, and a previous cluster's
+            # teardown (kernel threads freeing hundreds of namespaces), would otherwise be measured too.
+            await cpu_share.settled()
             timeline.expect(8080)
             with cpu_share.measured() as cpu_created:
                 await client.create(MNPS, _policy(8080))
                 created = await _until_applied(timeline, pods)
-            await asyncio.sleep(1)
+            await cpu_share.settled()
             timeline.expect(8081)
             with cpu_share.measured() as cpu_edited:
                 await client.patch(MNPS, "all", _policy(8081), "default", type=PatchType.MERGE)
