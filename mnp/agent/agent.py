@@ -316,9 +316,11 @@ class Agent:
                 ),
             )
             return
-        if held is not None and not (pod_changed or drift_check) and _same_file(held.path, held.netns):
-            # Only the ruleset changed and the netns file is still the one the table lives in: no need
-            # to ask the runtime again (a new sandbox changes the pod object, which sets pod_changed).
+        if held is not None and not pod_changed and _same_file(held.path, held.netns):
+            # The ruleset changed, or a drift check is due, and the netns file is still the one the table
+            # lives in: no need to ask the runtime again. A new sandbox changes the pod object (which
+            # sets pod_changed), and the runtime removes the old sandbox's netns file when it stops it,
+            # so a sandbox replaced without a pod change is still found at the next drift check.
             await self._enforce(key, ruleset, held, drift_check)
             return
         ref = self._known_netns(key, uid) if held is None and not (pod_changed or drift_check) else None

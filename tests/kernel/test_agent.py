@@ -421,6 +421,9 @@ def test_a_first_ruleset_is_applied_without_asking_the_runtime_on_its_way(
     assert condition(applied(c))["status"] == "True"
     assert _metric(agents, "node-1", ON_DEMAND) == before
     assert reaches(c, "cli") and not reaches(c, "other")
+    # Drift checks (every 2 s here) find the netns file unchanged: no runtime lookups either.
+    time.sleep(5)
+    assert _metric(agents, "node-1", ON_DEMAND) == before
     c.kubectl("delete", "pnr", "srv")
 
 
