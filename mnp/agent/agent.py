@@ -55,8 +55,8 @@ Key = tuple[str, str]  # (namespace, pod name) = (namespace, ruleset name)
 DRIFT = "drift"
 POD_CHANGED = "pod"  # the pod object changed: its sandbox (and so its netns) may be a new one
 RETRY_S = 2.0
-# Why the runtime (or /proc) was asked for a pod's netns: ahead of any ruleset, when a running pod
-# without one changed; or on demand, when a ruleset had to be applied or checked.
+# Why the runtime (or /proc) was asked for a pod's netns: ahead of any ruleset (at start, or when a
+# running pod without one changed); or on demand, when a ruleset had to be applied or checked.
 NETNS_AHEAD, NETNS_ON_DEMAND = "ahead", "on-demand"
 
 
@@ -134,15 +134,8 @@ class KnownNetns:
 
     uid: str
     path: str
-    netns: tuple[int, int]  # (dev, inode)
-
-    @property
-    def dev(self) -> int:
-        return self.netns[0]
-
-    @property
-    def inode(self) -> int:
-        return self.netns[1]
+    dev: int
+    inode: int
 
 
 @dataclass
@@ -196,21 +189,17 @@ class Agent:
         try:
             await self.rulesets.synced.wait()
             await self.pods.synced.wait()
-            await asyncio.to_thread(self._remove_unasked_tables)
-            asked = {object_key(r) for r in self.rulesets.items()}
-            for key in sorted(asked):  # enforcing comes first
+            # Every pod without a ruleset is looked at before the agent is ready: its stale table is
+            # removed and its netns kept, so a policy that comes next pays no runtime lookups.
+            self._known.update(await asyncio.to_thread(self._remove_unasked_tables))
+            self._initial = {object_key(r) for r in self.rulesets.items()}
+            for key in sorted(self._initial):
                 self.queue.add(key)
-            # Then the running pods without a ruleset, whose netns is learnt ahead: ready means every
-            # pod of the node was seen, so a policy that comes next pays no runtime lookups.
-            rest = {object_key(p) for p in self.pods.items() if _phase(p) == "Running"} - asked
-            for key in sorted(rest):
-                self.queue.add(key, POD_CHANGED)
-            self._initial = asked | rest
             if not self._initial:
                 self.ready.set()
             log.info(
                 "agent synced its watches",
-                extra={"node": self.node, "rulesets": len(asked), "pods_without_ruleset": len(rest)},
+                extra={"node": self.node, "rulesets": len(self._initial), "netns_learnt": len(self._known)},
             )
             tasks += [asyncio.create_task(self._worker(i)) for i in range(self.config.workers)]
             tasks.append(asyncio.create_task(self._resync()))
@@ -251,16 +240,21 @@ class Agent:
                     log.info("first sync of every ruleset and pod done", extra={"node": self.node})
                 self.metrics.set_rulesets(len(self.rulesets.items()))
 
-    def _remove_unasked_tables(self) -> None:
-        """At start: a table in a pod of this node that no ruleset asks for is stale; remove it."""
+    def _remove_unasked_tables(self) -> dict[Key, KnownNetns]:
+        """At start: a table in a pod of this node that no ruleset asks for is stale; remove it.
+        Returns the netns found for those pods (learnt ahead of any ruleset)."""
         asked = {object_key(r) for r in self.rulesets.items()}
+        found: dict[Key, KnownNetns] = {}
         for pod in self.pods.items():
             key = object_key(pod)
             if key in asked or not _running(pod):
                 continue
-            ref = self._find(str(pod["metadata"].get("uid", "")))
+            uid = str(pod["metadata"].get("uid", ""))
+            self.metrics.netns_lookup(NETNS_AHEAD)
+            ref = self._find(uid)
             if ref is None:
                 continue
+            found[key] = KnownNetns(uid, ref.path, ref.dev, ref.inode)
             try:
                 with NetnsNft(ref.path) as nft:
                     if (
@@ -271,6 +265,7 @@ class Agent:
                         log.info("stale table removed", extra={"pod": f"{key[0]}/{key[1]}"})
             except (NetnsError, NftError) as e:
                 log.warning("stale table not removed", extra={"pod": f"{key[0]}/{key[1]}", "error": str(e)})
+        return found
 
     # ---- one pod ---------------------------------------------------------------------------------
 
@@ -299,8 +294,8 @@ class Agent:
                 await asyncio.to_thread(held.nft.delete_table, self.table_name)
                 log.info("table removed: no ruleset for the pod any more", extra={"pod": where})
                 self._forget(key)
-                self._known[key] = KnownNetns(uid, held.path, held.netns)
-            elif pod_changed and _phase(pod) == "Running":
+                self._known[key] = KnownNetns(uid, held.path, *held.netns)
+            elif pod_changed and _phase(pod) == "Running" and self._known_netns(key, uid) is None:
                 await self._learn_netns(key, uid)
             return
         spec_raw: Mapping[str, Any] = ruleset["spec"] if isinstance(ruleset.get("spec"), Mapping) else {}
@@ -510,13 +505,14 @@ class Agent:
     async def _learn_netns(self, key: Key, uid: str) -> None:
         """Ask the runtime where a running pod without a ruleset has its netns, and keep the answer:
         the pod's first ruleset (a new policy selecting it) is then applied without a runtime round
-        trip on its way, and a burst of new rulesets does not become a burst of runtime calls."""
+        trip on its way, and a burst of new rulesets does not become a burst of runtime calls. Asked
+        only when the netns kept for the pod is gone (a new sandbox removes the old one's file)."""
         self.metrics.netns_lookup(NETNS_AHEAD)
         ref = await asyncio.to_thread(self._find, uid)
         if ref is None:
             self._known.pop(key, None)
         else:
-            self._known[key] = KnownNetns(uid, ref.path, (ref.dev, ref.inode))
+            self._known[key] = KnownNetns(uid, ref.path, ref.dev, ref.inode)
 
     def _known_netns(self, key: Key, uid: str) -> NetnsLike | None:
         """The netns learnt for this pod, if it is the same pod and its file still names that netns.
@@ -526,7 +522,7 @@ class Agent:
         runtime is asked again.
         """
         known = self._known.get(key)
-        if known is None or known.uid != uid or not _same_file(known.path, known.netns):
+        if known is None or known.uid != uid or not _same_file(known.path, (known.dev, known.inode)):
             return None
         return known
 

@@ -55,8 +55,8 @@ class AgentMetrics(_Metrics):
         self.rulesets = Gauge("mnp_agent_rulesets", "Rulesets this agent currently enforces.", registry=r)
         self.netns_lookups = Counter(
             "mnp_agent_netns_lookups",
-            "Pod netns lookups (container runtime, else /proc): ahead of any ruleset, when a running pod "
-            "without one changed, or on demand, when a ruleset had to be applied or checked.",
+            "Pod netns lookups (container runtime, else /proc): ahead of any ruleset (at start, or when a "
+            "running pod without one changed), or on demand, when a ruleset had to be applied or checked.",
             ["when"],
             registry=r,
         )
