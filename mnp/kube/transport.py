@@ -43,7 +43,7 @@ class Transport:
     async def from_kubeconfig(cls, path: str | Path, context: str | None, timeout: float) -> Transport:
         api = kr8s.asyncio.Api(bypass_factory=True, kubeconfig=str(path), context=context)
         await _authenticate(api, f"kubeconfig {path}")
-        return cls(api, timeout, await _direct(api))
+        return cls(api, timeout, await _direct_client(api))
 
     @classmethod
     async def from_service_account(cls, directory: Path, timeout: float) -> Transport:
@@ -53,7 +53,7 @@ class Transport:
             bypass_factory=True, kubeconfig=str(directory / "no-kubeconfig"), serviceaccount=str(directory)
         )
         await _authenticate(api, f"service account {directory}")
-        return cls(api, timeout, await _direct(api))
+        return cls(api, timeout, await _direct_client(api))
 
     @property
     def server(self) -> str:
@@ -79,7 +79,7 @@ class Transport:
         """One request; the decoded answer (JSON, else text). Raises KubeApiError subclasses."""
         content = None if body is None else json.dumps(body).encode()
         if self.direct is not None:
-            return await self._direct(self.direct, method, path, params, content, content_type, accept, obj)
+            return await self._send_direct(method, path, params, content, content_type, accept, obj)
         base, url = _split(path)
         for reauthenticate in (False, True):
             try:
@@ -105,9 +105,8 @@ class Transport:
                 raise Unreachable(f"{method} {path}: {type(e).__name__}: {e}", obj) from e
         raise AssertionError("unreachable")
 
-    async def _direct(
+    async def _send_direct(
         self,
-        http: Http11,
         method: str,
         path: str,
         params: dict[str, str] | None,
@@ -116,6 +115,8 @@ class Transport:
         accept: str,
         obj: str,
     ) -> Any:
+        http = self.direct
+        assert http is not None
         for reauthenticate in (False, True):
             headers = {"User-Agent": USER_AGENT, "Accept": accept}
             if content is not None:
@@ -135,9 +136,7 @@ class Transport:
                     raise Unreachable(f"{method} {path}: cannot reload credentials: {e}", obj) from e
                 continue
             if answer.status >= 400:
-                header = answer.headers.get("retry-after")
-                retry_after = float(header) if header and header.replace(".", "", 1).isdigit() else None
-                raise error_from_status(answer.status, parse_body(answer.body), obj, retry_after)
+                raise _api_error(answer.status, answer.headers.get("retry-after"), answer.body, obj)
             return parse_body(answer.body)
         raise AssertionError("unreachable")
 
@@ -202,7 +201,7 @@ class Stream:
             raise Unreachable(f"{self._what}: stream broke: {type(e).__name__}: {e}", self._obj) from e
 
 
-async def _direct(api: kr8s.asyncio.Api) -> Http11 | None:
+async def _direct_client(api: kr8s.asyncio.Api) -> Http11 | None:
     """mnp's HTTP/1.1 client for the api's server, or None where kr8s's session must be used (a proxy)."""
     if api.auth.proxy:
         return None
@@ -226,9 +225,13 @@ def _status_error(e: kr8s.ServerError, obj: str) -> KubeApiError:
 
 
 def _response_error(response: httpx.Response, obj: str) -> KubeApiError:
-    header = response.headers.get("Retry-After")
+    return _api_error(response.status_code, response.headers.get("Retry-After"), response.content, obj)
+
+
+def _api_error(status: int, header: str | None, body: bytes, obj: str) -> KubeApiError:
+    """The mnp error of an HTTP error answer; `header` is its Retry-After, if any."""
     retry_after = float(header) if header and header.replace(".", "", 1).isdigit() else None
-    return error_from_status(response.status_code, parse_body(response.content), obj, retry_after)
+    return error_from_status(status, parse_body(body), obj, retry_after)
 
 
 def _split(path: str) -> tuple[str, str]:
