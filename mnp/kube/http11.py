@@ -78,13 +78,14 @@ class Http11:
         async with asyncio.timeout(timeout):
             reader, writer, reused = await self._connection()
             try:
-                answer, keep = await self._exchange(reader, writer, message, reused)
-            except _Closed:
-                writer.close()
-                reader, writer, _ = await self._connection(fresh=True)
-                answer, keep = await self._exchange(reader, writer, message, False)
+                try:
+                    answer, keep = await self._exchange(reader, writer, message, reused)
+                except _Closed:
+                    writer.close()
+                    reader, writer, _ = await self._connection(fresh=True)
+                    answer, keep = await self._exchange(reader, writer, message, False)
             except BaseException:
-                writer.close()
+                writer.close()  # whichever connection failed: a half-read answer must not be reused
                 raise
         if keep and len(self._idle) < MAX_IDLE:
             self._idle.append((reader, writer))
